@@ -1,0 +1,200 @@
+"""Activation functions φ with their derivatives φ', and a registry of them by name.
+
+Every activation is an :class:`Activation`: a frozen record of the vectorized functions
+``phi(x)`` and ``dphi(x)``, the points where φ is not smooth (``kinks``, which Gaussian
+quadrature must not integrate across blindly), and, where cheaper, ``dphi_from_output(h)``,
+the derivative written in terms of ``h = φ(z)`` (tanh: 1 − h²) so the engine need not keep z.
+
+Anything in deltastats that takes an activation accepts either a name from :data:`ACTIVATIONS`
+(``"tanh"``) or an :class:`Activation` object (``leaky_relu(0.2)``); :func:`get_activation`
+does the lookup and raises ``ValueError`` listing the valid names for an unknown one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import special
+
+ArrayFn = Callable[[np.ndarray], np.ndarray]
+
+# SELU constants (Klambauer et al. 2017): the self-normalising fixed point (mean 0, var 1).
+SELU_LAMBDA = 1.0507009873554804934193349852946
+SELU_ALPHA = 1.6732632423543772848170429916717
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An element-wise activation φ with its derivative.
+
+    Parameters
+    ----------
+    name : str
+        Registry name, e.g. ``"tanh"`` or ``"leaky_relu(0.2)"``.
+    phi : callable
+        φ(x), vectorized over arrays of any shape.
+    dphi : callable
+        φ'(x), vectorized; at a kink the right derivative.
+    kinks : tuple of float
+        Points where φ or φ' is not smooth (relu: ``(0.0,)``). Quadrature splits there.
+    dphi_from_output : callable or None
+        φ'(z) expressed through h = φ(z), when that is exact (tanh, sigmoid, relu, linear).
+    params : dict
+        Shape parameters (``{"alpha": 0.2}`` for leaky relu), for display and theory.
+    """
+
+    name: str
+    phi: ArrayFn = field(repr=False)
+    dphi: ArrayFn = field(repr=False)
+    kinks: tuple[float, ...] = ()
+    dphi_from_output: ArrayFn | None = field(default=None, repr=False)
+    params: dict = field(default_factory=dict, compare=False)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.phi(x)
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Activation) and other.name == self.name
+
+
+def leaky_relu(alpha: float = 0.01) -> Activation:
+    """Leaky ReLU φ(x) = x for x > 0, αx otherwise; ``leaky_relu(0.0)`` is ReLU.
+
+    Parameters
+    ----------
+    alpha : float
+        Slope on the negative half-line; must be finite.
+    """
+    alpha = float(alpha)
+    if not np.isfinite(alpha):
+        raise ValueError(f"leaky_relu: alpha must be finite, got {alpha}")
+    name = "relu" if alpha == 0.0 else f"leaky_relu({alpha:g})"
+
+    def phi(x):
+        return np.where(x > 0, x, alpha * x)
+
+    def dphi(x):
+        return np.where(x > 0, 1.0, alpha).astype(np.result_type(x, np.float32))
+
+    def dphi_h(h):
+        # h > 0 exactly when z > 0 (for alpha >= 0), so φ' is a function of h.
+        return np.where(h > 0, 1.0, alpha).astype(np.result_type(h, np.float32))
+
+    return Activation(
+        name,
+        phi,
+        dphi,
+        kinks=(0.0,),
+        dphi_from_output=dphi_h if alpha >= 0 else None,
+        params={"alpha": alpha},
+    )
+
+
+def _linear_phi(x):
+    return x
+
+
+def _linear_dphi(x):
+    return np.ones_like(x)
+
+
+def _tanh_dphi(x):
+    return 1.0 - np.tanh(x) ** 2
+
+
+def _sigmoid_dphi(x):
+    s = special.expit(x)
+    return s * (1.0 - s)
+
+
+def _erf_dphi(x):
+    return (2.0 / np.sqrt(np.pi)) * np.exp(-np.square(x))
+
+
+def _gelu_phi(x):
+    # Exact GELU: x·Φ(x), Φ the standard normal CDF.
+    return x * special.ndtr(x)
+
+
+def _gelu_dphi(x):
+    # d/dx [x Φ(x)] = Φ(x) + x φ_N(x), φ_N the standard normal density.
+    return special.ndtr(x) + x * np.exp(-0.5 * np.square(x)) / np.sqrt(2.0 * np.pi)
+
+
+def _softplus_phi(x):
+    return np.logaddexp(0.0, x)
+
+
+def _silu_phi(x):
+    return x * special.expit(x)
+
+
+def _silu_dphi(x):
+    s = special.expit(x)
+    return s * (1.0 + x * (1.0 - s))
+
+
+def _selu_phi(x):
+    # expm1 on min(x, 0) so the unused branch never overflows.
+    return SELU_LAMBDA * np.where(x > 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0)))
+
+
+def _selu_dphi(x):
+    return SELU_LAMBDA * np.where(x > 0, 1.0, SELU_ALPHA * np.exp(np.minimum(x, 0)))
+
+
+linear = Activation("linear", _linear_phi, _linear_dphi, dphi_from_output=None)
+relu = leaky_relu(0.0)
+tanh = Activation("tanh", np.tanh, _tanh_dphi, dphi_from_output=lambda h: 1.0 - h * h)
+sigmoid = Activation(
+    "sigmoid", special.expit, _sigmoid_dphi, dphi_from_output=lambda h: h * (1.0 - h)
+)
+erf = Activation("erf", special.erf, _erf_dphi)
+gelu = Activation("gelu", _gelu_phi, _gelu_dphi)
+softplus = Activation("softplus", _softplus_phi, special.expit)
+silu = Activation("silu", _silu_phi, _silu_dphi)
+selu = Activation("selu", _selu_phi, _selu_dphi, kinks=(0.0,))
+sin = Activation("sin", np.sin, np.cos)
+
+#: Registry of activations by name. ``"swish"`` is an alias of ``"silu"``;
+#: ``"leaky_relu"`` is :func:`leaky_relu` with its default α = 0.01.
+ACTIVATIONS: dict[str, Activation] = {
+    a.name: a
+    for a in (linear, relu, leaky_relu(), tanh, sigmoid, erf, gelu, softplus, silu, selu, sin)
+}
+ACTIVATIONS["leaky_relu"] = ACTIVATIONS.pop("leaky_relu(0.01)")
+ACTIVATIONS["swish"] = silu
+ACTIVATIONS["identity"] = linear
+
+
+def get_activation(activation: str | Activation, *, argument: str = "activation") -> Activation:
+    """Return the :class:`Activation` for a registry name or pass an ``Activation`` through.
+
+    ``"leaky_relu(0.2)"`` style names build a leaky ReLU with that slope.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name; the message lists the valid names.
+    """
+    if isinstance(activation, Activation):
+        return activation
+    if isinstance(activation, str):
+        key = activation.strip().lower()
+        if key in ACTIVATIONS:
+            return ACTIVATIONS[key]
+        if key.startswith("leaky_relu(") and key.endswith(")"):
+            try:
+                return leaky_relu(float(key[len("leaky_relu(") : -1]))
+            except ValueError:
+                pass
+    valid = ", ".join(sorted(ACTIVATIONS))
+    raise ValueError(
+        f"unknown {argument} {activation!r}; valid names are: {valid} "
+        "(or an Activation object, e.g. deltastats.activations.leaky_relu(0.2))"
+    )

@@ -1,0 +1,262 @@
+"""The MLP spec and its random parameters.
+
+Notation (DESIGN.md): layers l = 0 … L, widths ``(n_0, …, n_L)``,
+z⁽ˡ⁾ = W⁽ˡ⁾ h⁽ˡ⁻¹⁾ + b⁽ˡ⁾, h⁽ˡ⁾ = φ(z⁽ˡ⁾), h⁽⁰⁾ = x, g = φ_out(z⁽ᴸ⁾).
+Default weight law W⁽ˡ⁾_ij ~ N(μ_w/n_{l−1}, σ_w²/n_{l−1}), b⁽ˡ⁾_i ~ N(μ_b, σ_b²).
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .activations import Activation, get_activation
+from .seeding import SeedLike, network_rngs
+
+#: Weight initialisations. ``glorot``/``he``/``lecun`` are Gaussian with σ_w set by the preset.
+INITS: tuple[str, ...] = ("gaussian", "uniform", "orthogonal", "glorot", "he", "lecun")
+
+FloatOrSeq = float | Sequence[float]
+
+
+def _per_layer(value: FloatOrSeq, n_layers: int, name: str, *, positive: bool) -> tuple:
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        values = (float(value),) * n_layers
+    else:
+        try:
+            values = tuple(float(v) for v in value)  # type: ignore[union-attr]
+        except TypeError:
+            msg = f"{name} must be a number or a sequence of numbers, got {value!r}"
+            raise ValueError(msg) from None
+        if len(values) != n_layers:
+            raise ValueError(
+                f"{name} given per layer needs one value per weight layer ({n_layers} for "
+                f"widths of length {n_layers + 1}), got {len(values)}"
+            )
+    for v in values:
+        if not np.isfinite(v):
+            raise ValueError(f"{name} must be finite, got {value!r}")
+        if positive and v < 0:
+            raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return values
+
+
+@dataclass(frozen=True)
+class Params:
+    """Sampled parameters of M networks.
+
+    Attributes
+    ----------
+    weights : tuple of ndarray
+        ``weights[l-1]`` is W⁽ˡ⁾, shape ``(M, n_l, n_{l-1})``, l = 1 … L.
+    biases : tuple of ndarray
+        ``biases[l-1]`` is b⁽ˡ⁾, shape ``(M, n_l)``.
+    start : int
+        Global index of the first network (networks are ``start … start+M-1``).
+    """
+
+    weights: tuple[np.ndarray, ...]
+    biases: tuple[np.ndarray, ...]
+    start: int = 0
+
+    @property
+    def n_networks(self) -> int:
+        """M, the number of networks."""
+        return self.weights[0].shape[0]
+
+
+@dataclass(frozen=True)
+class MLP:
+    """Spec of a random fully connected network; ``sample`` draws its parameters.
+
+    Parameters
+    ----------
+    widths : sequence of int
+        ``(n_0, n_1, …, n_L)``, at least two entries, all positive integers.
+    activation : str or Activation
+        Hidden activation φ (layers 1 … L−1).
+    output_activation : str or Activation
+        φ_out at layer L.
+    sigma_w, sigma_b : float or sequence of float
+        Weight and bias scales, one value or one per weight layer (length L).
+        Var W⁽ˡ⁾_ij = σ_w²/n_{l−1}, Var b⁽ˡ⁾_i = σ_b².
+    mu_w, mu_b : float or sequence of float
+        E W⁽ˡ⁾_ij = μ_w/n_{l−1}, E b⁽ˡ⁾_i = μ_b. μ_w ≠ 0 is what makes E[δ] non-zero.
+    init : str
+        ``"gaussian"`` (default); ``"uniform"`` (same mean and variance, uniform law);
+        ``"orthogonal"`` (Haar-orthogonal scaled so entries have variance σ_w²/n_{l−1}; needs
+        μ_w = 0); presets ``"glorot"`` (σ_w² = 2n_{l−1}/(n_{l−1}+n_l)), ``"he"`` (σ_w² = 2),
+        ``"lecun"`` (σ_w² = 1), which replace ``sigma_w``.
+
+    Examples
+    --------
+    >>> net = MLP((32, 64, 64, 1), activation="tanh", sigma_w=1.2)
+    >>> params = net.sample(100, seed=0)
+    >>> params.weights[0].shape
+    (100, 64, 32)
+    """
+
+    widths: tuple[int, ...]
+    activation: str | Activation = "tanh"
+    output_activation: str | Activation = "linear"
+    sigma_w: FloatOrSeq = 1.0
+    sigma_b: FloatOrSeq = 0.0
+    mu_w: FloatOrSeq = 0.0
+    mu_b: FloatOrSeq = 0.0
+    init: str = "gaussian"
+
+    def __post_init__(self) -> None:
+        try:
+            widths = tuple(self.widths)
+        except TypeError:
+            raise ValueError(f"widths must be a sequence of ints, got {self.widths!r}") from None
+        if len(widths) < 2:
+            raise ValueError(
+                f"widths needs at least two entries (n_0 input, n_L output), got {widths!r}"
+            )
+        for w in widths:
+            if isinstance(w, bool) or not isinstance(w, numbers.Integral) or w <= 0:
+                raise ValueError(f"widths must be positive integers, got {widths!r}")
+        object.__setattr__(self, "widths", tuple(int(w) for w in widths))
+        get_activation(self.activation)
+        get_activation(self.output_activation, argument="output_activation")
+        n = len(widths) - 1
+        for name, positive in (
+            ("sigma_w", True),
+            ("sigma_b", True),
+            ("mu_w", False),
+            ("mu_b", False),
+        ):
+            value = getattr(self, name)
+            _per_layer(value, n, name, positive=positive)
+            if not isinstance(value, numbers.Real):
+                object.__setattr__(self, name, tuple(float(v) for v in value))
+        if self.init not in INITS:
+            raise ValueError(f"unknown init {self.init!r}; valid inits are: {', '.join(INITS)}")
+        if self.init == "orthogonal" and any(m != 0 for m in self.layer_mu_w):
+            raise ValueError("init='orthogonal' needs mu_w = 0 (a mean shift breaks orthogonality)")
+
+    # -- resolved per-layer values -------------------------------------------------------
+    @property
+    def depth(self) -> int:
+        """L, the number of weight layers."""
+        return len(self.widths) - 1
+
+    @property
+    def phi(self) -> Activation:
+        """The hidden activation as an :class:`Activation`."""
+        return get_activation(self.activation)
+
+    @property
+    def phi_out(self) -> Activation:
+        """The output activation as an :class:`Activation`."""
+        return get_activation(self.output_activation)
+
+    def layer_activation(self, layer: int) -> Activation:
+        """Activation of layer l (1 … L): φ for hidden layers, φ_out for l = L."""
+        return self.phi_out if layer == self.depth else self.phi
+
+    @property
+    def layer_sigma_w(self) -> tuple[float, ...]:
+        """Effective σ_w per weight layer l = 1 … L (after an init preset)."""
+        n_in, n_out = self.widths[:-1], self.widths[1:]
+        if self.init == "he":
+            return (float(np.sqrt(2.0)),) * self.depth
+        if self.init == "lecun":
+            return (1.0,) * self.depth
+        if self.init == "glorot":
+            return tuple(float(np.sqrt(2.0 * a / (a + b))) for a, b in zip(n_in, n_out))
+        return _per_layer(self.sigma_w, self.depth, "sigma_w", positive=True)
+
+    @property
+    def layer_sigma_b(self) -> tuple[float, ...]:
+        """σ_b per layer l = 1 … L."""
+        return _per_layer(self.sigma_b, self.depth, "sigma_b", positive=True)
+
+    @property
+    def layer_mu_w(self) -> tuple[float, ...]:
+        """μ_w per layer l = 1 … L (E W_ij = μ_w / n_{l−1})."""
+        return _per_layer(self.mu_w, self.depth, "mu_w", positive=False)
+
+    @property
+    def layer_mu_b(self) -> tuple[float, ...]:
+        """μ_b per layer l = 1 … L."""
+        return _per_layer(self.mu_b, self.depth, "mu_b", positive=False)
+
+    # -- sampling ------------------------------------------------------------------------
+    def sample(
+        self, n_networks: int, seed: SeedLike = 0, *, start: int = 0, dtype=np.float64
+    ) -> Params:
+        """Draw the parameters of ``n_networks`` independent networks.
+
+        Network m (global index ``start + i``) has its own random stream, so a network's
+        parameters do not depend on how many are drawn at once (see :mod:`deltastats.seeding`).
+        Parameters are drawn in float64 and then cast to ``dtype``.
+
+        Parameters
+        ----------
+        n_networks : int
+            M ≥ 1.
+        seed : int or SeedSequence
+        start : int
+            Global index of the first network.
+        dtype : numpy float dtype
+            ``np.float64`` (default) or ``np.float32``.
+
+        Returns
+        -------
+        Params
+            ``weights[l-1]`` shape ``(M, n_l, n_{l-1})``, ``biases[l-1]`` shape ``(M, n_l)``.
+        """
+        if isinstance(n_networks, bool) or not isinstance(n_networks, numbers.Integral):
+            raise ValueError(f"n_networks must be a positive int, got {n_networks!r}")
+        if n_networks < 1:
+            raise ValueError(f"n_networks must be >= 1, got {n_networks}")
+        if isinstance(start, bool) or not isinstance(start, numbers.Integral) or start < 0:
+            raise ValueError(f"start must be a non-negative int, got {start!r}")
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+        per_net = [self._draw_one(rng) for rng in network_rngs(seed, "params", start, n_networks)]
+        weights = tuple(
+            np.stack([p[0][l] for p in per_net]).astype(dtype, copy=False)
+            for l in range(self.depth)
+        )
+        biases = tuple(
+            np.stack([p[1][l] for p in per_net]).astype(dtype, copy=False)
+            for l in range(self.depth)
+        )
+        return Params(weights, biases, start=int(start))
+
+    def _draw_one(self, rng: np.random.Generator) -> tuple[list, list]:
+        weights, biases = [], []
+        for l, (n_in, n_out) in enumerate(zip(self.widths[:-1], self.widths[1:])):
+            sw, mw = self.layer_sigma_w[l], self.layer_mu_w[l]
+            sb, mb = self.layer_sigma_b[l], self.layer_mu_b[l]
+            mean, std = mw / n_in, sw / np.sqrt(n_in)
+            if self.init == "uniform":
+                # U(mean − a, mean + a) has variance a²/3, so a = √3·std.
+                half = np.sqrt(3.0) * std
+                w = rng.uniform(mean - half, mean + half, size=(n_out, n_in))
+            elif self.init == "orthogonal":
+                w = std * np.sqrt(max(n_in, n_out)) * _haar_orthogonal(rng, n_out, n_in)
+            else:
+                w = mean + std * rng.standard_normal((n_out, n_in))
+            weights.append(w)
+            biases.append(mb + sb * rng.standard_normal(n_out))
+        return weights, biases
+
+
+def _haar_orthogonal(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
+    """A (rows, cols) matrix with orthonormal rows or columns, Haar-distributed.
+
+    QR of a Gaussian matrix with the signs of diag(R) folded into Q (Mezzadri 2007). Each
+    entry has variance 1/max(rows, cols); the caller rescales to σ_w²/n_in.
+    """
+    a = rng.standard_normal((max(rows, cols), min(rows, cols)))
+    q, r = np.linalg.qr(a)
+    q = q * np.sign(np.diag(r))
+    return q if rows >= cols else q.T

@@ -1,0 +1,171 @@
+"""Target laws: the y in L(g, y).
+
+A target law turns a batch of inputs ``x`` (``(B, n_0)`` shared, or ``(M, B, n_0)`` one batch
+per network) into targets ``y`` of the same leading shape and width n_L. Random targets use
+the same sharing as the inputs: one shared stream for shared inputs, network m's own stream
+for per-network inputs (:mod:`deltastats.seeding`).
+
+Laws: :func:`zeros`, :func:`constant`, :func:`gaussian`, :func:`teacher` (a fixed teacher
+network's output), :func:`one_hot` (uniform random classes, for cross-entropy).
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+from .engine import forward
+from .networks import MLP
+from .seeding import SeedLike, network_rngs, stream_rng
+
+
+@dataclass(frozen=True)
+class TargetLaw:
+    """Base class of target laws; subclasses implement :meth:`draw` (and :meth:`moments`)."""
+
+    def draw(self, rng: np.random.Generator, x: np.ndarray, n_out: int) -> np.ndarray:
+        """Targets ``(B, n_out)`` for one batch ``x`` of shape ``(B, n_0)``."""
+        raise NotImplementedError
+
+    def moments(self, n_out: int) -> tuple[float, float] | None:
+        """``(E y_k, E y_k²)`` averaged over output units; ``None`` if not known in closed form."""
+        return None
+
+    def sample(
+        self, x: np.ndarray, n_out: int, seed: SeedLike = 0, *, start: int = 0, dtype=None
+    ) -> np.ndarray:
+        """Targets for inputs ``x``.
+
+        Parameters
+        ----------
+        x : ndarray, shape ``(B, n_0)`` or ``(M, B, n_0)``
+        n_out : int
+            Output width n_L.
+        seed : int or SeedSequence
+        start : int
+            Global index of the first network (for per-network inputs).
+
+        Returns
+        -------
+        ndarray, shape ``(B, n_out)`` or ``(M, B, n_out)``
+        """
+        x = np.asarray(x)
+        dtype = x.dtype if dtype is None else dtype
+        if x.ndim == 2:
+            return self.draw(stream_rng(seed, "targets"), x, n_out).astype(dtype, copy=False)
+        if x.ndim != 3:
+            raise ValueError(f"x must have shape (B, n0) or (M, B, n0), got {x.shape}")
+        rngs = network_rngs(seed, "targets", start, x.shape[0])
+        return np.stack([self.draw(r, xm, n_out) for r, xm in zip(rngs, x)]).astype(
+            dtype, copy=False
+        )
+
+
+@dataclass(frozen=True)
+class Constant(TargetLaw):
+    """y = c for every sample and output unit (``zeros()`` is c = 0)."""
+
+    c: float = 0.0
+
+    def __post_init__(self):
+        if not np.isfinite(self.c):
+            raise ValueError(f"targets.constant: c must be finite, got {self.c}")
+
+    def draw(self, rng, x, n_out):
+        return np.full((x.shape[0], n_out), self.c, dtype=np.float64)
+
+    def moments(self, n_out):
+        return float(self.c), float(self.c) ** 2
+
+
+@dataclass(frozen=True)
+class Gaussian(TargetLaw):
+    """y ~ N(0, σ²·I), independent of x."""
+
+    sigma: float = 1.0
+
+    def __post_init__(self):
+        if not (np.isfinite(self.sigma) and self.sigma >= 0):
+            raise ValueError(f"targets.gaussian: sigma must be finite and >= 0, got {self.sigma}")
+
+    def draw(self, rng, x, n_out):
+        return self.sigma * rng.standard_normal((x.shape[0], n_out))
+
+    def moments(self, n_out):
+        return 0.0, float(self.sigma) ** 2
+
+
+@dataclass(frozen=True)
+class Teacher(TargetLaw):
+    """y = g_teacher(x), the output of one fixed network drawn from ``mlp`` with ``seed``."""
+
+    mlp: MLP = None  # type: ignore[assignment]
+    seed: int = 0
+
+    def __post_init__(self):
+        if not isinstance(self.mlp, MLP):
+            raise ValueError("targets.teacher: mlp must be an MLP spec")
+
+    def draw(self, rng, x, n_out):
+        if self.mlp.widths[0] != x.shape[-1] or self.mlp.widths[-1] != n_out:
+            raise ValueError(
+                f"targets.teacher: teacher widths {self.mlp.widths} must start with n_0 = "
+                f"{x.shape[-1]} and end with n_L = {n_out} of the student"
+            )
+        params = self.mlp.sample(1, self.seed)
+        return forward(self.mlp, params, np.asarray(x, dtype=np.float64))[0]
+
+
+@dataclass(frozen=True)
+class OneHot(TargetLaw):
+    """y = e_k with k uniform over ``n_classes`` classes, independent of x (cross-entropy)."""
+
+    n_classes: int = 2
+
+    def __post_init__(self):
+        k = self.n_classes
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 2:
+            raise ValueError(f"targets.one_hot: n_classes must be an int >= 2, got {k!r}")
+
+    def draw(self, rng, x, n_out):
+        if n_out != self.n_classes:
+            raise ValueError(
+                f"targets.one_hot: n_classes = {self.n_classes} but the network has n_L = {n_out}"
+            )
+        y = np.zeros((x.shape[0], n_out))
+        y[np.arange(x.shape[0]), rng.integers(0, n_out, size=x.shape[0])] = 1.0
+        return y
+
+    def moments(self, n_out):
+        return 1.0 / self.n_classes, 1.0 / self.n_classes
+
+
+def zeros() -> Constant:
+    """Targets y = 0."""
+    return Constant(0.0)
+
+
+def constant(c: float) -> Constant:
+    """Targets y = c (every unit)."""
+    return Constant(float(c))
+
+
+def gaussian(sigma: float = 1.0) -> Gaussian:
+    """Targets y ~ N(0, σ²·I)."""
+    return Gaussian(float(sigma))
+
+
+def teacher(mlp: MLP, seed: int = 0) -> Teacher:
+    """Targets from a fixed teacher network ``mlp`` drawn with ``seed``."""
+    return Teacher(mlp, int(seed))
+
+
+def one_hot(n_classes: int) -> OneHot:
+    """One-hot targets with uniform random classes."""
+    return OneHot(n_classes)
+
+
+#: Target laws by name, for configs.
+TARGET_LAWS = {"zeros": zeros, "constant": constant, "gaussian": gaussian, "one_hot": one_hot}
