@@ -11,6 +11,9 @@ EXAMPLES = """examples:
   deltastats run                      # built-in default experiment → results/default/
   deltastats run my_experiment.toml   # a flat TOML of Experiment fields
   deltastats run --out /tmp/res --quiet
+  deltastats sweep experiments/order_chaos.toml --jobs 2
+  deltastats sweep experiments/order_chaos.toml --quick --out /tmp/oc --resume
+  deltastats list
 """
 
 
@@ -31,6 +34,20 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("config", nargs="?", help="TOML file of Experiment fields (optional)")
     run.add_argument("--out", default="results", help="parent results folder (default: results)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    sw = sub.add_parser(
+        "sweep",
+        help="run a parameter sweep from a TOML config",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sw.add_argument("config", help="sweep TOML (see deltastats.sweeps)")
+    sw.add_argument("--jobs", type=int, default=1, help="parallel worker processes (default 1)")
+    sw.add_argument("--resume", action="store_true", help="skip points already finished")
+    sw.add_argument("--overwrite", action="store_true", help="discard finished points")
+    sw.add_argument("--out", default=None, help="results folder (default results/<name>/)")
+    sw.add_argument("--quick", action="store_true", help="apply the config's [quick] sizes")
+    sw.add_argument("--quiet", action="store_true", help="no progress bar")
+    sub.add_parser("list", help="list activations, inits, losses, input/target laws")
     return p
 
 
@@ -41,12 +58,46 @@ def _cmd_run(args: argparse.Namespace) -> int:
     exp = Experiment() if args.config is None else Experiment.from_toml(args.config)
     res = run_experiment(exp, args.out, progress=not args.quiet)
     wide = res.table.pivot_table(
-        index=["layer", "width"], columns="statistic", values=["estimate", "std_error"]
+        index=["layer", "layer_width"], columns="statistic", values=["estimate", "std_error"]
     )
     wide.columns = [f"{s} ({'se' if v == 'std_error' else 'est'})" for v, s in wide.columns]
     with pd.option_context("display.float_format", "{:.4g}".format, "display.width", 120):
-        print(wide.reset_index().to_string(index=False))
+        print(wide.reset_index().rename(columns={"layer_width": "width"}).to_string(index=False))
     print(f"\nwrote {len(res.files)} files to {res.out_dir}/")
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweeps import run_sweep
+
+    res = run_sweep(
+        args.config,
+        out=args.out,
+        jobs=args.jobs,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        quick=args.quick,
+        progress=not args.quiet,
+    )
+    n_points = res.table["point"].nunique() if not res.table.empty else 0
+    print(f"{n_points} points finished ({len(res.ran)} run now), {len(res.failed)} failed")
+    for pid, err in res.failed.items():
+        print(f"  failed {pid}: {err}")
+    print(f"table: {res.out_dir / 'results.parquet'}")
+    return 1 if res.failed else 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from . import inputs, targets
+    from .activations import ACTIVATIONS
+    from .losses import LOSSES
+    from .networks import INITS
+
+    print("activations:", ", ".join(sorted(ACTIVATIONS)), "(and leaky_relu(α))")
+    print("inits:      ", ", ".join(INITS))
+    print("losses:     ", ", ".join(LOSSES))
+    print("inputs:     ", ", ".join(inputs.INPUT_LAWS))
+    print("targets:    ", ", ".join(targets.TARGET_LAWS))
     return 0
 
 
@@ -54,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``deltastats`` command."""
     args = _parser().parse_args(argv)
     try:
-        return {"run": _cmd_run}[args.command](args)
+        return {"run": _cmd_run, "sweep": _cmd_sweep, "list": _cmd_list}[args.command](args)
     except (ValueError, FileNotFoundError) as err:
         print(f"deltastats: error: {err}", file=sys.stderr)
         return 2

@@ -22,7 +22,7 @@ class RunResult:
     Attributes
     ----------
     table : DataFrame
-        Per-layer table: ``layer, width, statistic, estimate, std_error, ci_low, ci_high, …``.
+        Per-layer table: ``layer, layer_width, statistic, estimate, std_error, ci_low, ci_high, …``.
     out_dir : Path or None
         The results folder (``None`` if nothing was written).
     files : tuple of Path
@@ -58,6 +58,42 @@ def per_network_summaries(exp: Experiment, *, progress: bool = False) -> dict[st
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
+def analyse(exp: Experiment, *, progress: bool = False, confidence: float = 0.95) -> pd.DataFrame:
+    """Per-layer Monte Carlo table of one experiment (the unit of work of a sweep point).
+
+    Returns
+    -------
+    DataFrame
+        Columns ``layer, layer_width, statistic, estimate, std_error, ci_low, ci_high, n_networks,
+        n_inputs``; t-intervals across networks (the independent unit).
+    """
+    from scipy import stats
+
+    s = per_network_summaries(exp, progress=progress)
+    net = exp.net()
+    M = exp.n_networks
+    tq = stats.t.ppf(0.5 + confidence / 2, M - 1)
+    rows = []
+    for name, arr in s.items():
+        est = arr.mean(axis=0)
+        se = arr.std(axis=0, ddof=1) / np.sqrt(M)
+        for l in range(net.depth):
+            rows.append(
+                dict(
+                    layer=l + 1,
+                    layer_width=net.widths[l + 1],
+                    statistic=name,
+                    estimate=est[l],
+                    std_error=se[l],
+                    ci_low=est[l] - tq * se[l],
+                    ci_high=est[l] + tq * se[l],
+                    n_networks=M,
+                    n_inputs=exp.batch,
+                )
+            )
+    return pd.DataFrame(rows)
+
+
 def run_experiment(
     exp: Experiment | None = None,
     out_dir: str | Path | None = "results",
@@ -65,7 +101,7 @@ def run_experiment(
     progress: bool = True,
     confidence: float = 0.95,
 ) -> RunResult:
-    """Run an experiment, print nothing, write ``<out_dir>/<name>/`` (table CSV, plot, metadata).
+    """Run an experiment and write ``<out_dir>/<name>/`` (table CSV, plot, metadata).
 
     Parameters
     ----------
@@ -82,33 +118,9 @@ def run_experiment(
     -------
     RunResult
     """
-    from scipy import stats
-
     exp = Experiment() if exp is None else exp
     started = now()
-    s = per_network_summaries(exp, progress=progress)
-    net = exp.net()
-    M = exp.n_networks
-    tq = stats.t.ppf(0.5 + confidence / 2, M - 1)
-    rows = []
-    for name, arr in s.items():
-        est = arr.mean(axis=0)
-        se = arr.std(axis=0, ddof=1) / np.sqrt(M)
-        for l in range(net.depth):
-            rows.append(
-                dict(
-                    layer=l + 1,
-                    width=net.widths[l + 1],
-                    statistic=name,
-                    estimate=est[l],
-                    std_error=se[l],
-                    ci_low=est[l] - tq * se[l],
-                    ci_high=est[l] + tq * se[l],
-                    n_networks=M,
-                    n_inputs=exp.batch,
-                )
-            )
-    table = pd.DataFrame(rows)
+    table = analyse(exp, progress=progress, confidence=confidence)
     files: list[Path] = []
     folder = None
     if out_dir is not None:

@@ -1,0 +1,138 @@
+"""Monte Carlo beside theory: join, test, and give each row a verdict.
+
+:func:`compare` joins an estimates table (``layer, statistic, estimate, std_error, …``) with a
+predictions table (``layer, statistic, prediction, assumption``) on (layer, statistic) and tests
+H₀: "the Monte Carlo expectation equals the prediction" per row with
+
+    z = (estimate − prediction) / std_error,     p = 2·(1 − F_t(|z|; n_networks − 1)),
+
+the t law because the standard error comes from the between-network spread (networks are the
+independent unit). The p-values of one comparison are adjusted for multiple testing (Holm by
+default, which controls the family-wise error; ``"fdr_bh"`` for Benjamini–Hochberg), and a row
+``agrees`` when its adjusted p-value is above ``alpha`` — or, optionally, when the relative error
+is within ``rel_tol`` (an effect too small to matter even if, with many networks, significant).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+
+COLUMNS = [
+    "layer",
+    "statistic",
+    "estimate",
+    "std_error",
+    "ci_low",
+    "ci_high",
+    "prediction",
+    "assumption",
+    "rel_error",
+    "z_score",
+    "p_value",
+    "p_adjusted",
+    "verdict",
+]
+
+
+def compare(
+    estimates,
+    predictions: pd.DataFrame,
+    *,
+    alpha: float = 0.01,
+    correction: str = "holm",
+    rel_tol: float = 0.0,
+    keys: tuple[str, ...] = ("layer", "statistic"),
+) -> pd.DataFrame:
+    """Join Monte Carlo estimates and theory predictions and give each row a verdict.
+
+    Parameters
+    ----------
+    estimates : DataFrame or object with ``per_layer()``
+        Columns ``layer, statistic, estimate, std_error`` (``ci_low, ci_high, n_networks``
+        used when present); rows with ``unit != -1`` are ignored.
+    predictions : DataFrame
+        Columns ``layer, statistic, prediction`` (``assumption`` optional).
+    alpha : float
+        Family-wise (Holm) or false-discovery (BH) level, in (0, 1).
+    correction : str
+        Any ``statsmodels.stats.multitest.multipletests`` method: ``"holm"``, ``"fdr_bh"``,
+        ``"bonferroni"``, …
+    rel_tol : float
+        Rows with |estimate/prediction − 1| ≤ rel_tol agree whatever their p-value.
+    keys : tuple of str
+        Join keys (add sweep parameters to compare many points at once).
+
+    Returns
+    -------
+    DataFrame
+        Columns :data:`COLUMNS` (plus any extra key columns): ``rel_error`` =
+        estimate/prediction − 1, ``z_score``, ``p_value``, ``p_adjusted``, ``verdict`` ∈
+        {``"agrees"``, ``"disagrees"``}. Rows whose prediction is missing or not finite are
+        dropped (theory does not cover every statistic); rows with zero standard error are
+        tested exactly (agree only if equal).
+    """
+    if hasattr(estimates, "per_layer"):
+        estimates = estimates.per_layer()
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    if rel_tol < 0 or not np.isfinite(rel_tol):
+        raise ValueError(f"rel_tol must be a finite number >= 0, got {rel_tol}")
+    keys = list(keys)
+    for name, df, need in (
+        ("estimates", estimates, keys + ["estimate", "std_error"]),
+        ("predictions", predictions, keys + ["prediction"]),
+    ):
+        missing = [c for c in need if c not in df.columns]
+        if missing:
+            raise ValueError(f"{name} lacks columns {missing}; it has {list(df.columns)}")
+    est = estimates
+    if "unit" in est.columns:
+        est = est[est["unit"] == -1]
+    pred = predictions[[c for c in predictions.columns if c in keys + ["prediction", "assumption"]]]
+    df = est.merge(pred, on=keys, how="inner")
+    df = df[np.isfinite(df["prediction"].astype(float))].reset_index(drop=True)
+    if df.empty:
+        raise ValueError("estimates and predictions share no (layer, statistic) rows to compare")
+    if "assumption" not in df:
+        df["assumption"] = ""
+    diff = df["estimate"] - df["prediction"]
+    se = df["std_error"].to_numpy(dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(se > 0, diff / np.where(se > 0, se, 1.0), np.where(diff == 0, 0.0, np.inf))
+        rel = np.where(df["prediction"] != 0, df["estimate"] / df["prediction"] - 1, np.nan)
+    dof = (df["n_networks"].to_numpy() - 1) if "n_networks" in df else np.full(len(df), np.inf)
+    p = 2 * stats.t.sf(np.abs(z), np.maximum(dof, 1))
+    p_adj = multipletests(p, alpha=alpha, method=correction)[1]
+    df["rel_error"] = rel
+    df["z_score"] = z
+    df["p_value"] = p
+    df["p_adjusted"] = p_adj
+    ok = (p_adj > alpha) | (np.abs(np.nan_to_num(rel, nan=np.inf)) <= rel_tol)
+    df["verdict"] = np.where(ok, "agrees", "disagrees")
+    for c in ("ci_low", "ci_high"):
+        if c not in df:
+            df[c] = np.nan
+    extra = [c for c in keys if c not in COLUMNS]
+    rest = [c for c in df.columns if c not in COLUMNS and c not in extra]
+    return df[extra + COLUMNS + rest]
+
+
+def summarize(table: pd.DataFrame) -> str:
+    """One-paragraph plain-language summary of a :func:`compare` table."""
+    n, agree = len(table), int((table["verdict"] == "agrees").sum())
+    text = f"Theory agrees with Monte Carlo in {agree} of {n} rows."
+    bad = table[table["verdict"] == "disagrees"]
+    if not bad.empty:
+        parts = []
+        for stat, g in bad.groupby("statistic", sort=True):
+            layers = ", ".join(str(int(v)) for v in sorted(g["layer"].unique()))
+            worst = g.loc[g["z_score"].abs().idxmax()]
+            parts.append(
+                f"{stat} at layer(s) {layers} (largest gap at layer {int(worst['layer'])}: "
+                f"relative error {worst['rel_error']:+.1%}, z = {worst['z_score']:.1f})"
+            )
+        text += " Disagreements: " + "; ".join(parts) + "."
+    return text

@@ -1,0 +1,127 @@
+"""Sweeps: parallel = serial bit for bit, kill -9 and resume, failing points, bad configs."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from deltastats.sweeps import load_sweep, point_seed, run_sweep
+
+CONFIG = {
+    "name": "tiny",
+    "seed": 3,
+    "base": {"depth": 3, "n_networks": 8, "batch": 4, "chunk": 3, "activation": "tanh"},
+    "grid": {"width": [4, 8], "sigma_w2": [1.0, 2.0]},
+}
+
+
+def test_jobs_two_equals_jobs_one_exactly(tmp_path):
+    a = run_sweep(CONFIG, out=tmp_path / "a", jobs=1, progress=False)
+    b = run_sweep(CONFIG, out=tmp_path / "b", jobs=2, progress=False)
+    assert len(a.table) == 4 * 3 * 2  # points × layers × statistics
+    pd.testing.assert_frame_equal(a.table, b.table)
+    assert {"width", "sigma_w2", "point", "point_seed"} <= set(a.table.columns)
+    assert (tmp_path / "a" / "results.parquet").exists()
+    assert (tmp_path / "a" / "metadata.json").exists()
+
+
+def test_point_seed_depends_on_parameters_not_position():
+    s1 = load_sweep(CONFIG)
+    reordered = dict(CONFIG, grid={"sigma_w2": [2.0, 1.0], "width": [8, 4]})
+    s2 = load_sweep(reordered)
+    assert sorted(e.seed for e in s1.experiments) == sorted(e.seed for e in s2.experiments)
+    assert len({e.seed for e in s1.experiments}) == 4
+    assert point_seed(3, {"a": 1}) != point_seed(4, {"a": 1})
+
+
+def _boom(exp):
+    from deltastats.runner import analyse
+
+    if exp.width == 8 and exp.sigma_w > 1.2:
+        raise RuntimeError("this point is broken on purpose")
+    return analyse(exp)
+
+
+def test_failing_point_is_recorded_and_others_finish(tmp_path):
+    res = run_sweep(CONFIG, out=tmp_path, jobs=2, progress=False, point_fn=_boom)
+    assert len(res.failed) == 1 and "broken on purpose" in next(iter(res.failed.values()))
+    assert res.table["point"].nunique() == 3
+    summary = pd.read_csv(tmp_path / "points.csv")
+    assert (summary["status"] == "failed").sum() == 1
+
+
+SLOW = """
+name = "slow"
+seed = 1
+[base]
+depth = 4
+width = 64
+n_networks = 96
+batch = 32
+chunk = 8
+[grid]
+sigma_w2 = [1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.2, 2.4]
+"""
+
+
+def test_kill_minus_nine_then_resume_gives_the_uninterrupted_table(tmp_path):
+    cfg = tmp_path / "slow.toml"
+    cfg.write_text(SLOW)
+    part = tmp_path / "part"
+    cmd = [sys.executable, "-m", "deltastats", "sweep", str(cfg), "--out", str(part), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    points = part / "points"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(points.glob("*.parquet"))) < 2:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = {p.name: p.stat().st_mtime_ns for p in points.glob("*.parquet")}
+    assert 2 <= len(done_before) < 8, "the sweep should have been killed part-way"
+    resumed = run_sweep(cfg, out=part, resume=True, progress=False)
+    assert len(resumed.ran) == 8 - len(done_before)
+    for name, mtime in done_before.items():  # finished points were not re-run
+        assert (points / name).stat().st_mtime_ns == mtime
+    full = run_sweep(cfg, out=tmp_path / "full", progress=False)
+    pd.testing.assert_frame_equal(resumed.table, full.table)
+    np.testing.assert_array_equal(
+        pd.read_parquet(part / "results.parquet")["estimate"], full.table["estimate"]
+    )
+
+
+def test_rerun_without_resume_refuses_to_clobber(tmp_path):
+    run_sweep(CONFIG, out=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="--resume"):
+        run_sweep(CONFIG, out=tmp_path, progress=False)
+    again = run_sweep(CONFIG, out=tmp_path, resume=True, progress=False)
+    assert again.ran == ()
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        ({"grid": {"widht": [4]}}, "did you mean 'width'"),
+        ({"bsae": {}}, "did you mean 'base'"),
+        ({"grid": {"width": []}}, "empty"),
+        ({"grid": {"width": 4}}, "must be a list"),
+        ({"grid": {"width": ["wide"]}}, "width must be a positive int"),
+        ({"grid": {"sigma_w2": [-1.0]}}, "sigma_w2"),
+        ({"seed": "x"}, "seed"),
+    ],
+)
+def test_bad_configs_fail_before_any_work(tmp_path, change, match):
+    with pytest.raises(ValueError, match=match):
+        run_sweep({**CONFIG, **change}, out=tmp_path / "x", progress=False)
+    assert not (tmp_path / "x").exists()
+
+
+def test_unwritable_output_folder(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ValueError, match="cannot write"):
+        run_sweep(CONFIG, out=blocker / "sub", progress=False)
