@@ -13,6 +13,7 @@ EXAMPLES = """examples:
   deltastats run --out /tmp/res --quiet
   deltastats sweep experiments/order_chaos.toml --jobs 2
   deltastats sweep experiments/order_chaos.toml --quick --out /tmp/oc --resume
+  deltastats report results/order_chaos
   deltastats list
 """
 
@@ -47,6 +48,13 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("--out", default=None, help="results folder (default results/<name>/)")
     sw.add_argument("--quick", action="store_true", help="apply the config's [quick] sizes")
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
+    rep = sub.add_parser(
+        "report",
+        help="write report.md/report.html for a results folder",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rep.add_argument("results_dir", help="folder written by `deltastats run` or `sweep`")
     sub.add_parser("list", help="list activations, inits, losses, input/target laws")
     return p
 
@@ -87,6 +95,15 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if res.failed else 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    rep = write_report(args.results_dir)
+    print(rep.summary)
+    print(f"wrote {rep.markdown} and {rep.html} ({len(rep.figures)} figures)")
+    return 0
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from . import inputs, targets
     from .activations import ACTIVATIONS
@@ -105,7 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``deltastats`` command."""
     args = _parser().parse_args(argv)
     try:
-        return {"run": _cmd_run, "sweep": _cmd_sweep, "list": _cmd_list}[args.command](args)
+        return {
+            "run": _cmd_run,
+            "sweep": _cmd_sweep,
+            "report": _cmd_report,
+            "list": _cmd_list,
+        }[args.command](args)
     except (ValueError, FileNotFoundError) as err:
         print(f"deltastats: error: {err}", file=sys.stderr)
         return 2

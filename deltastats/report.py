@@ -1,0 +1,322 @@
+"""Reports: Monte Carlo beside theory, as ``report.md``, a self-contained ``report.html``,
+figures (PNG + SVG) and LaTeX tables, from a results folder of ``deltastats run`` or
+``deltastats sweep``.
+
+The folder holds ``metadata.json`` and either ``per_layer.csv`` (a run) or ``results.parquet``
+(a sweep): tidy rows (point, layer, statistic) with ``estimate, std_error, ci_low, ci_high`` and,
+where theory covers the statistic, ``prediction, assumption, rel_error, z_score, p_adjusted,
+verdict`` (see :func:`deltastats.compare`). Nothing is recomputed here except presentation
+summaries (per-point log-growth, β = Σ 1/n_j), which are simple functions of the table.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import plots
+from .compare import summarize
+
+#: Columns of a results table that are not sweep parameters.
+TABLE_COLUMNS = {
+    "point",
+    "point_seed",
+    "layer",
+    "layer_width",
+    "unit",
+    "statistic",
+    "estimate",
+    "std_error",
+    "ci_low",
+    "ci_high",
+    "n_networks",
+    "n_inputs",
+    "prediction",
+    "assumption",
+    "rel_error",
+    "z_score",
+    "p_value",
+    "p_adjusted",
+    "verdict",
+    "n_overflow",
+}
+SHOWN = [
+    "layer",
+    "statistic",
+    "estimate",
+    "ci_low",
+    "ci_high",
+    "prediction",
+    "rel_error",
+    "z_score",
+    "verdict",
+]
+
+
+@dataclass(frozen=True)
+class Report:
+    """Files written by :func:`write_report`."""
+
+    markdown: Path
+    html: Path
+    figures: tuple[Path, ...]
+    tables: tuple[Path, ...]
+    summary: str
+
+
+def load_results(folder: str | Path) -> tuple[pd.DataFrame, dict]:
+    """Read a results folder: the tidy table and ``metadata.json``.
+
+    Raises
+    ------
+    ValueError
+        If the folder holds neither ``results.parquet`` nor ``per_layer.csv``.
+    """
+    folder = Path(folder)
+    meta_path = folder / "metadata.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    if (folder / "results.parquet").exists():
+        return pd.read_parquet(folder / "results.parquet"), meta
+    if (folder / "per_layer.csv").exists():
+        return pd.read_csv(folder / "per_layer.csv"), meta
+    raise ValueError(
+        f"{folder} holds no results.parquet (a sweep) or per_layer.csv (a run); "
+        "run `deltastats run` or `deltastats sweep CONFIG` first"
+    )
+
+
+def parameters(table: pd.DataFrame) -> list[str]:
+    """The sweep parameters in a table: the columns that are not standard result columns."""
+    return [c for c in table.columns if c not in TABLE_COLUMNS]
+
+
+def log_growth(table: pd.DataFrame, params: list[str]) -> pd.DataFrame:
+    """Per point, the mean per-layer growth of log E[δ²] from layer L−1 back to layer 1.
+
+    (log E[δ²⁽¹⁾] − log E[δ²⁽ᴸ⁻¹⁾]) / (L − 2): positive when gradients explode towards the input
+    (chaotic phase), negative when they vanish (ordered phase); the output layer is left out
+    because its width differs.
+    """
+    rows = table[(table["statistic"] == "delta_sq") & _pooled_mask(table)]
+    out = []
+    for key, g in rows.groupby(params or (lambda _: 0), sort=True):
+        g = g.sort_values("layer")
+        L = int(g["layer"].max())
+        if L < 3:
+            continue
+        first = g.loc[g["layer"] == 1, "estimate"].iloc[0]
+        last = g.loc[g["layer"] == L - 1, "estimate"].iloc[0]
+        key = key if isinstance(key, tuple) else (key,)
+        out.append({**dict(zip(params, key)), "log_growth": np.log(first / last) / (L - 2)})
+    return pd.DataFrame(out)
+
+
+def _pooled_mask(table: pd.DataFrame) -> pd.Series:
+    return table["unit"] == -1 if "unit" in table.columns else pd.Series(True, index=table.index)
+
+
+def _figures(table: pd.DataFrame, params: list[str], meta: dict, folder: Path) -> list[Path]:
+    figs: list[Path] = []
+    pooled = table[_pooled_mask(table)]
+    npoints = len(pooled.groupby(params)) if params else 1
+    hue = None
+    if params:
+        varying = [p for p in params if pooled[p].nunique() > 1]
+        hue = varying[0] if len(varying) == 1 else None
+    small = npoints == 1 or (hue is not None and npoints <= 8)
+    if small and (pooled["statistic"] == "delta_sq").any():
+        ax = plots.plot_layer_statistic(pooled, "delta_sq", hue=hue)
+        ax.set_title("per-layer second moment of δ (band: CI; dashed: theory)")
+        figs += plots.save(ax, folder / "fig_delta_sq")[:1]
+    if small and (pooled["statistic"] == "delta_mean").any():
+        stats_ = ["delta_mean"] + (
+            ["stein_delta_mean"] if (pooled["statistic"] == "stein_delta_mean").any() else []
+        )
+        sub = pooled if hue is None else pooled[pooled[hue] == sorted(pooled[hue].unique())[-1]]
+        ax = plots.plot_layer_statistic(sub, stats_, log=False)
+        ax.set_title("mean of δ: pathwise" + (" vs Stein" if len(stats_) > 1 else ""))
+        figs += plots.save(ax, folder / "fig_delta_mean")[:1]
+    if {"sigma_w2", "sigma_b2"} <= set(params):
+        growth = log_growth(table, params)
+        critical = _critical_line(meta, growth)
+        ax = plots.plot_phase_diagram(growth, critical=critical)
+        ax.set_title("order to chaos: growth of E[δ²] per layer")
+        figs += plots.save(ax, folder / "fig_phase_diagram")[:1]
+    if "width" in params and pooled["width"].nunique() > 2 and "rel_error" in pooled:
+        rows = pooled[pooled["statistic"].isin(["delta_sq", "delta_var"]) & (pooled["layer"] == 1)]
+        rows = rows.dropna(subset=["rel_error"]).assign(
+            inv_width=lambda d: 1.0 / d["width"],
+            err=lambda d: d["std_error"] / d["prediction"].abs(),
+        )
+        if not rows.empty:
+            ax = plots.plot_vs_parameter(
+                rows,
+                x="inv_width",
+                y="rel_error",
+                hue="statistic",
+                yerr="err",
+                xlabel="1 / width",
+                ylabel="relative error of theory at layer 1",
+            )
+            ax.set_title("finite-width correction")
+            figs += plots.save(ax, folder / "fig_finite_width")[:1]
+    lv = pooled[pooled["statistic"] == "log_delta_norm_sq_var"]
+    if not lv.empty and "layer_width" in lv:
+        lv = lv.copy()
+        L = lv.groupby(params or (lambda _: 0))["layer"].transform("max")
+        lv = lv[lv["layer"] < L]
+        # β⁽ˡ⁾ = Σ_{j=l}^{L−1} 1/n_j for equal hidden widths (the layers δ⁽ˡ⁾ passed through).
+        lv["beta"] = (L[lv.index] - lv["layer"]) / lv["layer_width"]
+        ax = plots.plot_vs_parameter(
+            lv,
+            x="beta",
+            y="estimate",
+            hue=hue,
+            yerr=None,
+            theory="prediction" if "prediction" in lv and lv["prediction"].notna().any() else None,
+            xlabel=r"$\beta = \sum_j 1/n_j$",
+        )
+        ax.set_title("finite-width fluctuations of log‖δ‖²")
+        figs += plots.save(ax, folder / "fig_log_norm_variance")[:1]
+    return figs
+
+
+def _critical_line(meta: dict, growth: pd.DataFrame) -> pd.DataFrame | None:
+    """The theoretical critical line σ_w²(σ_b²) for the sweep's activation, if theory has it."""
+    try:
+        from . import theory
+        from .config import Experiment
+
+        base = dict(meta.get("config", {}).get("base", {}))
+        act = base.get("activation", Experiment().activation)
+        sb2 = np.linspace(growth["sigma_b2"].min(), growth["sigma_b2"].max(), 25)
+        sw2 = [theory.critical_sigma_w(act, sigma_b=float(np.sqrt(s))) ** 2 for s in sb2]
+        return pd.DataFrame({"sigma_w2": sw2, "sigma_b2": sb2})
+    except Exception:  # theory absent or the activation has no critical line
+        return None
+
+
+def _fmt(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    for c in out.columns:
+        if c == "rel_error":
+            out[c] = out[c].map(lambda v: "" if pd.isna(v) else f"{v:+.2%}")
+        elif out[c].dtype.kind == "f":
+            out[c] = out[c].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
+    return out
+
+
+def _comparison_rows(table: pd.DataFrame) -> pd.DataFrame:
+    if "verdict" not in table.columns:
+        return table.iloc[0:0]
+    return table[_pooled_mask(table) & table["verdict"].notna()]
+
+
+def write_report(folder: str | Path, *, max_rows: int = 80) -> Report:
+    """Write ``report.md``, ``report.html``, figures and LaTeX tables into a results folder.
+
+    Parameters
+    ----------
+    folder : path
+        A results folder of ``deltastats run`` or ``deltastats sweep``.
+    max_rows : int
+        Longest MC-vs-theory table printed in the report; longer ones are summarised per point
+        (the full table is always in ``comparison.csv`` and ``comparison.tex``).
+
+    Returns
+    -------
+    Report
+    """
+    folder = Path(folder)
+    table, meta = load_results(folder)
+    params = parameters(table)
+    figs = _figures(table, params, meta, folder)
+    comp = _comparison_rows(table)
+    summary = summarize(comp) if not comp.empty else "No statistic here has a theory prediction."
+    kurt = table[(table["statistic"] == "z_kurt") & _pooled_mask(table)]
+    if not comp.empty and not kurt.empty and (comp["verdict"] == "disagrees").any():
+        worst = kurt.loc[kurt["estimate"].abs().idxmax()]
+        summary += (
+            f" The largest excess kurtosis of z (non-Gaussianity) is {worst['estimate']:.2f}, "
+            f"at layer {int(worst['layer'])}" + "".join(f", {p} = {worst[p]}" for p in params) + "."
+        )
+    tables: list[Path] = []
+    shown = params + [c for c in SHOWN if c in comp.columns]
+    if not comp.empty:
+        comp[shown].to_csv(folder / "comparison.csv", index=False)
+        (folder / "comparison.tex").write_text(
+            _fmt(comp[shown]).to_latex(index=False, escape=True, caption=summary[:200])
+        )
+        tables += [folder / "comparison.csv", folder / "comparison.tex"]
+    if len(comp) <= max_rows:
+        body = comp[shown]
+    else:
+        body = (
+            comp.groupby(params, sort=True)
+            .agg(
+                rows=("verdict", "size"),
+                agrees=("verdict", lambda v: int((v == "agrees").sum())),
+                max_abs_z=("z_score", lambda v: float(np.nanmax(np.abs(v)))),
+            )
+            .reset_index()
+        )
+    cfg = meta.get("config", {})
+    title = meta.get("name") or cfg.get("name", folder.name)
+    md = [f"# deltastats report: {title}", ""]
+    if cfg.get("description"):
+        md += [cfg["description"], ""]
+    md += ["## Summary", "", summary, ""]
+    md += ["## Monte Carlo vs theory", ""]
+    md += [_fmt(body).to_markdown(index=False) if not body.empty else "_no comparable rows_", ""]
+    md += [
+        "Verdicts test H₀: E = prediction with the t law of the between-network standard error; "
+        "p-values Holm-adjusted across the rows of each point (level 1%).",
+        "",
+    ]
+    md += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figs] + [""]
+    md += ["## Configuration", "", "```json", json.dumps(cfg, indent=2, default=str), "```", ""]
+    md += [
+        "## Provenance",
+        "",
+        f"- versions: {json.dumps(meta.get('versions', {}))}",
+        f"- platform: {meta.get('platform', '?')}, python {meta.get('python', '?')}",
+        f"- git commit: {meta.get('git_commit')}",
+        f"- started {meta.get('started', '?')}, finished {meta.get('finished', '?')}",
+        "",
+    ]
+    md_path = folder / "report.md"
+    md_path.write_text("\n".join(md))
+    html_path = folder / "report.html"
+    html_path.write_text(_html(title, summary, body, figs, cfg, meta))
+    return Report(md_path, html_path, tuple(figs), tuple(tables), summary)
+
+
+def _html(title, summary, body, figs, cfg, meta) -> str:
+    imgs = "".join(
+        f'<figure><img alt="{p.stem}" src="data:image/png;base64,'
+        f'{base64.b64encode(p.read_bytes()).decode()}"/><figcaption>{p.stem}</figcaption></figure>'
+        for p in figs
+    )
+    prov = {k: v for k, v in meta.items() if k != "config"}
+    table = _fmt(body).to_html(index=False, border=0, classes="t") if not body.empty else ""
+    style = (
+        "body{font-family:sans-serif;max-width:1000px;margin:2em auto;line-height:1.4}"
+        "table.t{border-collapse:collapse;font-size:13px}table.t td,table.t th{padding:2px 8px;"
+        "border-bottom:1px solid #ddd;text-align:right}img{max-width:100%}"
+        "pre{background:#f6f6f6;padding:1em;overflow:auto}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body><h1>deltastats report: {html.escape(title)}</h1>"
+        f"<h2>Summary</h2><p>{html.escape(summary)}</p><h2>Monte Carlo vs theory</h2>{table}"
+        f"<h2>Figures</h2>{imgs}<h2>Configuration</h2>"
+        f"<pre>{html.escape(json.dumps(cfg, indent=2, default=str))}</pre>"
+        f"<h2>Provenance</h2><pre>{html.escape(json.dumps(prov, indent=2, default=str))}</pre>"
+        "</body></html>"
+    )
