@@ -2,6 +2,8 @@
 
 * ``"mse"``: L = ½‖g − y‖², the seeds' loss (the ½ cancels the 2 of the derivative),
   ∂L/∂g = g − y.
+* ``"sum_squares"``: L = ‖g − y‖², the same loss without the ½ (∂L/∂g = 2(g − y)), to show
+  what the ½ of the second seed document changes: δ doubles, E[δ²] is four times larger.
 * ``"cross_entropy"``: softmax cross-entropy on the network output g (with the default linear
   output activation, g is the output pre-activation z⁽ᴸ⁾): L = logsumexp(g) − Σ_k y_k g_k,
   ∂L/∂g = softmax(g)·Σ_k y_k − y (= softmax(g) − y for one-hot or probability targets).
@@ -44,6 +46,14 @@ def _mse_grad(g, y):
     return g - y
 
 
+def _sse_value(g, y):
+    return np.sum(np.square(g - y), axis=-1)
+
+
+def _sse_grad(g, y):
+    return 2.0 * (g - y)
+
+
 def _ce_value(g, y):
     # Stable: logsumexp subtracts the max before exponentiating.
     return special.logsumexp(g, axis=-1) * np.sum(y, axis=-1) - np.sum(y * g, axis=-1)
@@ -54,10 +64,11 @@ def _ce_grad(g, y):
 
 
 mse = Loss("mse", _mse_value, _mse_grad)
+sum_squares = Loss("sum_squares", _sse_value, _sse_grad)
 cross_entropy = Loss("cross_entropy", _ce_value, _ce_grad)
 
 #: Registry of losses by name.
-LOSSES: dict[str, Loss] = {"mse": mse, "cross_entropy": cross_entropy}
+LOSSES: dict[str, Loss] = {"mse": mse, "sum_squares": sum_squares, "cross_entropy": cross_entropy}
 
 
 def get_loss(loss: str | Loss) -> Loss:

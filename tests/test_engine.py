@@ -49,7 +49,7 @@ def _rel_err(a, b):
 
 
 @pytest.mark.parametrize("act", SMOOTH_AND_KINKED)
-@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+@pytest.mark.parametrize("loss", ["mse", "sum_squares", "cross_entropy"])
 @pytest.mark.parametrize("widths", SHAPES)
 @pytest.mark.parametrize("shared", [True, False])
 def test_delta_matches_finite_differences(act, loss, widths, shared):
