@@ -48,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("--out", default=None, help="results folder (default results/<name>/)")
     sw.add_argument("--quick", action="store_true", help="apply the config's [quick] sizes")
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
+    sw.add_argument(
+        "--scheduler",
+        default=None,
+        help="Dask scheduler address (tcp://HOST:PORT) to run the points on a cluster",
+    )
     rep = sub.add_parser(
         "report",
         help="write report.md/report.html for a results folder",
@@ -86,6 +91,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         quick=args.quick,
         progress=not args.quiet,
+        scheduler=args.scheduler,
     )
     n_points = res.table["point"].nunique() if not res.table.empty else 0
     print(f"{n_points} points finished ({len(res.ran)} run now), {len(res.failed)} failed")

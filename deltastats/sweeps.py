@@ -197,9 +197,19 @@ def _write_parquet_atomic(df: pd.DataFrame, path: Path) -> None:
 
 
 def _run_point(
-    fn: PointFn, exp: Experiment, point: dict, pid: str, folder: Path, blas_threads: int
-) -> tuple[str, str, float]:
-    """Worker: run one point, write its table atomically, or record its error."""
+    fn: PointFn,
+    exp: Experiment,
+    point: dict,
+    pid: str,
+    folder: Path,
+    blas_threads: int,
+    write: bool = True,
+) -> tuple[str, str, float, object]:
+    """Worker: run one point and write its table atomically (or return it), or its error.
+
+    With ``write=False`` (a Dask cluster, whose workers may not share this file system) the
+    table or error record is returned and the client writes it.
+    """
     from threadpoolctl import threadpool_limits
 
     t0 = time.perf_counter()
@@ -211,15 +221,45 @@ def _run_point(
             table.insert(i, k, [v] * len(table))
         table.insert(0, "point", pid)
         table.insert(1, "point_seed", exp.seed)
-        _write_parquet_atomic(table, folder / f"{pid}.parquet")
-        (folder / f"{pid}.error.json").unlink(missing_ok=True)
-        return pid, "done", time.perf_counter() - t0
+        if write:
+            _store(folder, pid, table)
+        return pid, "done", time.perf_counter() - t0, None if write else table
     except Exception as err:  # a failing point must not stop the sweep
-        write_json_atomic(
-            folder / f"{pid}.error.json",
-            {"point": point, "error": repr(err), "traceback": traceback.format_exc()},
-        )
-        return pid, "failed", time.perf_counter() - t0
+        record = {"point": point, "error": repr(err), "traceback": traceback.format_exc()}
+        if write:
+            _store(folder, pid, record)
+        return pid, "failed", time.perf_counter() - t0, None if write else record
+
+
+def _store(folder: Path, pid: str, payload: pd.DataFrame | dict) -> None:
+    if isinstance(payload, pd.DataFrame):
+        _write_parquet_atomic(payload, folder / f"{pid}.parquet")
+        (folder / f"{pid}.error.json").unlink(missing_ok=True)
+    else:
+        write_json_atomic(folder / f"{pid}.error.json", payload)
+
+
+def _run_local(tasks: list[tuple], jobs: int, backend: str):
+    from joblib import Parallel, delayed
+
+    runner = Parallel(n_jobs=jobs, backend=backend, return_as="generator_unordered")
+    yield from runner(delayed(_run_point)(*t) for t in tasks)
+
+
+def _run_dask(tasks: list[tuple], scheduler: str):
+    """Run points on a Dask cluster; results come back to this process, which writes them."""
+    try:
+        from distributed import Client, as_completed
+    except ImportError:
+        raise ValueError(
+            "scheduler= needs Dask distributed: pip install 'dask[distributed]'"
+        ) from None
+    with Client(scheduler) as client:
+        futures = [client.submit(_run_point, *t[:-1], False, pure=False) for t in tasks]
+        for fut in as_completed(futures):
+            pid, state, seconds, payload = fut.result()
+            _store(tasks[0][4], pid, payload)
+            yield pid, state, seconds, None
 
 
 @dataclass(frozen=True)
@@ -254,6 +294,7 @@ def run_sweep(
     progress: bool = True,
     point_fn: PointFn | None = None,
     backend: str = "loky",
+    scheduler: str | None = None,
 ) -> SweepResult:
     """Run every point of a sweep in parallel and write ``<out>/results.parquet``.
 
@@ -277,12 +318,18 @@ def run_sweep(
     point_fn : callable or None
         ``Experiment → DataFrame`` evaluated at each point; default
         :func:`deltastats.runner.analyse` (estimates beside theory).
+    backend : str
+        joblib backend for local runs (``"loky"`` processes by default).
+    scheduler : str or None
+        Address of a Dask distributed scheduler (``"tcp://host:8786"``) to run the points on a
+        cluster instead of local processes. Workers need deltastats installed; they need not
+        share a file system (tables come back to this process, which writes them). Results are
+        identical to a local run: every point's seed depends only on its parameters.
 
     Returns
     -------
     SweepResult
     """
-    from joblib import Parallel, delayed
     from tqdm.auto import tqdm
 
     from .runner import analyse
@@ -320,15 +367,16 @@ def run_sweep(
     started = now()
     cpu = os.cpu_count() or 1
     blas = max(1, cpu // jobs)
-    tasks = (
-        delayed(_run_point)(fn, sweep.experiments[i], sweep.points[i], ids[i], points_dir, blas)
-        for i in todo
-    )
+    tasks = [
+        (fn, sweep.experiments[i], sweep.points[i], ids[i], points_dir, blas, True) for i in todo
+    ]
     status: dict[str, str] = {}
     if todo:
-        runner = Parallel(n_jobs=jobs, backend=backend, return_as="generator_unordered")
+        results = (
+            _run_local(tasks, jobs, backend) if scheduler is None else _run_dask(tasks, scheduler)
+        )
         bar = tqdm(total=len(todo), disable=not progress, desc=sweep.name, unit="point")
-        for pid, state, _ in runner(tasks):
+        for pid, state, _, _ in results:
             status[pid] = state
             bar.update(1)
         bar.close()

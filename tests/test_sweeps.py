@@ -125,3 +125,20 @@ def test_unwritable_output_folder(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(ValueError, match="cannot write"):
         run_sweep(CONFIG, out=blocker / "sub", progress=False)
+
+
+def test_dask_local_cluster_equals_local_run(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    local = run_sweep(CONFIG, out=tmp_path / "local", progress=False)
+    with distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+    ) as cluster:
+        remote = run_sweep(
+            CONFIG, out=tmp_path / "dask", progress=False, scheduler=cluster.scheduler_address
+        )
+    pd.testing.assert_frame_equal(local.table, remote.table)
+    assert len(remote.ran) == 4
