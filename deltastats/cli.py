@@ -26,21 +26,12 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="command", required=True)
-    run = sub.add_parser(
-        "run",
-        help="run one experiment (default: the built-in one)",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    common = dict(epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run = sub.add_parser("run", help="run one experiment (default: the built-in one)", **common)
     run.add_argument("config", nargs="?", help="TOML file of Experiment fields (optional)")
     run.add_argument("--out", default="results", help="parent results folder (default: results)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
-    sw = sub.add_parser(
-        "sweep",
-        help="run a parameter sweep from a TOML config",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    sw = sub.add_parser("sweep", help="run a parameter sweep from a TOML config", **common)
     sw.add_argument("config", help="sweep TOML (see deltastats.sweeps)")
     sw.add_argument("--jobs", type=int, default=1, help="parallel worker processes (default 1)")
     sw.add_argument("--resume", action="store_true", help="skip points already finished")
@@ -53,12 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="Dask scheduler address (tcp://HOST:PORT) to run the points on a cluster",
     )
-    rep = sub.add_parser(
-        "report",
-        help="write report.md/report.html for a results folder",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    rep = sub.add_parser("report", help="write report.md/.html for a results folder", **common)
     rep.add_argument("results_dir", help="folder written by `deltastats run` or `sweep`")
     sub.add_parser("list", help="list activations, inits, losses, input/target laws")
     return p

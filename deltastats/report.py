@@ -21,29 +21,17 @@ import numpy as np
 import pandas as pd
 
 from . import plots
-from .compare import summarize
+from .compare import COLUMNS, summarize
 
 #: Columns of a results table that are not sweep parameters.
 TABLE_COLUMNS = {
+    *COLUMNS,
     "point",
     "point_seed",
-    "layer",
     "layer_width",
     "unit",
-    "statistic",
-    "estimate",
-    "std_error",
-    "ci_low",
-    "ci_high",
     "n_networks",
     "n_inputs",
-    "prediction",
-    "assumption",
-    "rel_error",
-    "z_score",
-    "p_value",
-    "p_adjusted",
-    "verdict",
     "n_overflow",
 }
 SHOWN = [
