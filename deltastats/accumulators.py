@@ -1,0 +1,697 @@
+"""Streaming, mergeable accumulators of per-network summaries (Chan/Welford style).
+
+The sampling design is nested: M independent networks, B inputs through each. The network is
+the independent unit, so everything here is organised around **per-network feature vectors**:
+for network m a small vector F_m ∈ R^k per *slot* (a unit j of a layer, or the whole layer),
+each entry a mean over that network's B inputs, e.g. for δ_j with a fixed shift c_j
+
+    y_b = δ_bj − c_j,   F_m = (p₁, p₂, p₃, p₄, q, r),   p_k = (1/B) Σ_b y_bᵏ,   q = p₁²,   (1)
+
+(r is defined per feature set below). A statistic is then a smooth function θ = f(E[F]) of the
+mean feature vector, estimated by f(F̄) with F̄ = (1/M) Σ_m F_m; its uncertainty comes from the
+between-network covariance of F_m (:mod:`deltastats.estimators`). The accumulators keep, per
+feature array of shape ``(S, k)``:
+
+* the count M, the mean F̄ ``(S, k)`` and the co-moment matrix Σ_m (F_m − F̄)(F_m − F̄)ᵀ
+  ``(S, k, k)``, merged with Chan et al.'s pairwise formulas
+
+      n = n_a + n_b,  d = F̄_b − F̄_a,  F̄ = F̄_a + d·n_b/n,  C = C_a + C_b + d dᵀ·n_a n_b/n;  (2)
+
+* per *jackknife group* g (network index mod G) the count and the feature sum ``(G, S, k)``;
+* optionally (``keep_networks=True``, for the bootstrap) every F_m: memory O(M·S·k).
+
+Memory is otherwise O(Σ_l n_l · k²) per node, independent of M (plus O(log M) tree nodes).
+
+**Numerical stability.** Raw powers of data offset by 10⁸ lose every digit (10³² − 10³²). Each
+feature is therefore a power of ``x − c`` with a fixed shift c taken from the first network fed
+(its per-unit batch mean): the classic shifted-data algorithm, stable whenever c is within a
+few standard deviations of the mean. Within a block, means and co-moments are two-pass; blocks
+merge with (2). Accumulation is float64 whatever the engine dtype.
+
+**Exact chunk invariance.** Floating-point merges are not associative, so results would depend
+on chunk sizes. Instead networks are reduced in fixed *blocks* of ``block`` consecutive global
+network indices [kK, (k+1)K) (two-pass within the block), and blocks are combined along a fixed
+binary tree over block indices: node (level h, index i) covers blocks [i·2ʰ, (i+1)·2ʰ) and is
+always formed as combine(node(h−1, 2i), node(h−1, 2i+1)). A binary-counter stack keeps the
+O(log M) open nodes. Chunks of any size, and :meth:`FeatureAccumulator.merge` of contiguous
+network ranges in any order and any tree, therefore give **bit-for-bit** the same summary as
+one pass (partial blocks at the ends are kept as raw per-network buffers until completed).
+"""
+
+from __future__ import annotations
+
+import copy
+import numbers
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .engine import Trace
+from .networks import MLP, Params
+
+#: Default number of networks per reduction block.
+DEFAULT_BLOCK = 32
+#: Default number of delete-a-group jackknife groups (network index mod G).
+DEFAULT_GROUPS = 20
+
+
+# ---------------------------------------------------------------------------------------------
+# Generic feature accumulator
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class _Stats:
+    """Reduced statistics of a set of networks: count, means, co-moments, jackknife sums."""
+
+    count: int
+    mean: dict  # name -> (S, k)
+    comoment: dict  # name -> (S, k, k)
+    group_count: np.ndarray  # (G,)
+    group_sum: dict  # name -> (G, S, k)
+
+
+@dataclass
+class _Node:
+    level: int
+    index: int
+    stats: _Stats
+
+
+@dataclass
+class _Buffer:
+    start: int
+    features: dict  # name -> (n, S, k) float64
+    valid: np.ndarray  # (n,) bool
+
+    @property
+    def end(self) -> int:
+        return self.start + self.valid.shape[0]
+
+
+@dataclass(frozen=True)
+class MomentSummary:
+    """Finalized summary of a :class:`FeatureAccumulator`.
+
+    Attributes
+    ----------
+    count : int
+        M, the number of valid (included) networks.
+    n_seen : int
+        Networks fed, valid or not.
+    mean : dict of ndarray
+        F̄ per feature array, shape ``(S, k)``.
+    cov : dict of ndarray
+        Between-network sample covariance C/(M−1), shape ``(S, k, k)`` (NaN if M < 2).
+    group_count : ndarray of int, shape ``(G,)``
+        Valid networks per jackknife group (global network index mod G).
+    group_sum : dict of ndarray
+        Σ F_m over each group, shape ``(G, S, k)``.
+    per_network : dict of ndarray or None
+        Every valid F_m in network order, shape ``(M, S, k)``, when ``keep_networks=True``.
+    """
+
+    count: int
+    n_seen: int
+    mean: dict
+    cov: dict
+    group_count: np.ndarray
+    group_sum: dict
+    per_network: dict | None = field(default=None, repr=False)
+
+
+def _reduce_block(buf: _Buffer, n_groups: int) -> _Stats:
+    """Two-pass reduction of the networks in one buffer (one block, or a partial block)."""
+    valid = buf.valid
+    idx = np.arange(buf.start, buf.end)[valid]
+    n = int(valid.sum())
+    group_count = np.bincount(idx % n_groups, minlength=n_groups).astype(np.int64)
+    mean, com, gsum = {}, {}, {}
+    for name, f in buf.features.items():
+        f = f[valid]
+        S, k = f.shape[1:]
+        g = np.zeros((n_groups, S, k))
+        if n == 0:
+            mean[name] = np.zeros((S, k))
+            com[name] = np.zeros((S, k, k))
+        else:
+            m = f.sum(axis=0) / n
+            d = f - m
+            mean[name] = m
+            com[name] = np.einsum("msi,msj->sij", d, d)
+            np.add.at(g, idx % n_groups, f)
+        gsum[name] = g
+    return _Stats(n, mean, com, group_count, gsum)
+
+
+def _combine(a: _Stats, b: _Stats) -> _Stats:
+    """Chan et al.'s pairwise merge (2) of two disjoint sets of networks."""
+    gc = a.group_count + b.group_count
+    gsum = {k: a.group_sum[k] + b.group_sum[k] for k in a.group_sum}
+    if b.count == 0 or a.count == 0:
+        src = a if b.count == 0 else b
+        return _Stats(src.count, dict(src.mean), dict(src.comoment), gc, gsum)
+    n = a.count + b.count
+    wb = b.count / n
+    mean, com = {}, {}
+    for k in a.mean:
+        d = b.mean[k] - a.mean[k]
+        mean[k] = a.mean[k] + d * wb
+        com[k] = a.comoment[k] + b.comoment[k] + d[..., :, None] * d[..., None, :] * (a.count * wb)
+    return _Stats(n, mean, com, gc, gsum)
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+class FeatureAccumulator:
+    """Streaming, mergeable mean/co-moment accumulator of per-network feature arrays.
+
+    Parameters
+    ----------
+    start : int
+        Global index of the first network this accumulator will see. Chunks must arrive in
+        order: networks ``start, start+1, …``.
+    block : int
+        Networks per reduction block K (see the module docstring). Accumulators can only be
+        merged if they use the same K.
+    n_groups : int
+        G, number of delete-a-group jackknife groups (network index mod G), ≥ 2.
+    keep_networks : bool
+        Also keep every per-network feature vector (needed for the bootstrap; memory O(M)).
+
+    Examples
+    --------
+    >>> acc = FeatureAccumulator()
+    >>> acc.update({"x": np.ones((5, 1, 2))})
+    >>> acc.summary().mean["x"]
+    array([[1., 1.]])
+    """
+
+    def __init__(
+        self,
+        start: int = 0,
+        *,
+        block: int = DEFAULT_BLOCK,
+        n_groups: int = DEFAULT_GROUPS,
+        keep_networks: bool = False,
+    ) -> None:
+        self.start = _check_int("start", start, 0)
+        self.block = _check_int("block", block, 1)
+        self.n_groups = _check_int("n_groups", n_groups, 2)
+        self.keep_networks = bool(keep_networks)
+        self.end = self.start
+        self._pieces: list = []  # _Buffer (partial blocks at the ends) and _Node, in order
+        self._kept: list = []  # per-network features (dict of (n, S, k)) in order, if kept
+        self._shapes: dict | None = None
+
+    # -- feeding ---------------------------------------------------------------------------
+    def update(self, features: dict, valid: np.ndarray | None = None) -> None:
+        """Add the next chunk of networks ``end … end+M-1``.
+
+        Parameters
+        ----------
+        features : dict of str → ndarray, shape ``(M, S, k)``
+            Per-network feature arrays (any float dtype; stored as float64). Every call must
+            use the same names and ``(S, k)`` shapes.
+        valid : ndarray of bool, shape ``(M,)``, optional
+            False for networks to exclude (e.g. overflowed); they keep their index (so the
+            blocks and groups of the others do not move) but contribute nothing.
+        """
+        if not features:
+            raise ValueError("features must be a non-empty dict of (M, S, k) arrays")
+        feats = {k: np.asarray(v, dtype=np.float64) for k, v in features.items()}
+        Ms = {v.shape[0] for v in feats.values()}
+        if any(v.ndim != 3 for v in feats.values()) or len(Ms) != 1:
+            raise ValueError("every feature array must have shape (M, S, k) with the same M")
+        shapes = {k: v.shape[1:] for k, v in feats.items()}
+        if self._shapes is None:
+            self._shapes = shapes
+        elif shapes != self._shapes:
+            raise ValueError(
+                f"feature names/shapes changed between chunks: {self._shapes} then {shapes}"
+            )
+        M = Ms.pop()
+        if M == 0:
+            return
+        valid = np.ones(M, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
+        if valid.shape != (M,):
+            raise ValueError(f"valid must have shape ({M},), got {valid.shape}")
+        if self.keep_networks:
+            self._kept.append({k: v[valid] for k, v in feats.items()})
+        self._append(_Buffer(self.end, feats, valid.copy()))
+
+    def _append(self, buf: _Buffer) -> None:
+        """Append raw networks at the end; complete blocks become tree nodes."""
+        if buf.start != self.end:
+            raise ValueError(
+                "internal: buffer does not continue the accumulator"
+            )  # pragma: no cover
+        if self._pieces and isinstance(self._pieces[-1], _Buffer):
+            last = self._pieces.pop()
+            buf = _Buffer(
+                last.start,
+                {k: np.concatenate([last.features[k], buf.features[k]]) for k in buf.features},
+                np.concatenate([last.valid, buf.valid]),
+            )
+        self.end = buf.end
+        K = self.block
+        first = -(-buf.start // K) * K  # first block boundary ≥ start
+        last_b = (buf.end // K) * K  # last block boundary ≤ end
+        if last_b <= first:  # no complete block inside
+            self._pieces.append(buf)
+            return
+        if first > buf.start:  # head: the rest of a block that began before this accumulator
+            self._pieces.append(self._slice(buf, buf.start, first))
+        for s in range(first, last_b, K):
+            node = _Node(0, s // K, _reduce_block(self._slice(buf, s, s + K), self.n_groups))
+            self._push(node)
+        if last_b < buf.end:
+            self._pieces.append(self._slice(buf, last_b, buf.end))
+
+    @staticmethod
+    def _slice(buf: _Buffer, s: int, e: int) -> _Buffer:
+        i, j = s - buf.start, e - buf.start
+        return _Buffer(s, {k: v[i:j] for k, v in buf.features.items()}, buf.valid[i:j])
+
+    def _push(self, node: _Node) -> None:
+        """Binary-counter push: combine with the left sibling while there is one."""
+        while self._pieces:
+            top = self._pieces[-1]
+            if not (
+                isinstance(top, _Node)
+                and top.level == node.level
+                and top.index % 2 == 0
+                and top.index + 1 == node.index
+            ):
+                break
+            self._pieces.pop()
+            node = _Node(node.level + 1, top.index // 2, _combine(top.stats, node.stats))
+        self._pieces.append(node)
+
+    # -- merging ---------------------------------------------------------------------------
+    def merge(self, other: FeatureAccumulator) -> FeatureAccumulator:
+        """A new accumulator holding the networks of both (neither input is modified).
+
+        The two must cover contiguous network ranges (``self.end == other.start`` or
+        ``other.end == self.start``; the order of the arguments does not matter) and use the
+        same ``block``, ``n_groups`` and ``keep_networks``. The result is bit-for-bit the one
+        a single accumulator fed all networks in order would give.
+        """
+        if not isinstance(other, FeatureAccumulator):
+            raise ValueError(f"can only merge with a FeatureAccumulator, got {type(other)}")
+        if (self.block, self.n_groups, self.keep_networks) != (
+            other.block,
+            other.n_groups,
+            other.keep_networks,
+        ):
+            raise ValueError(
+                "accumulators differ in block, n_groups or keep_networks; create both with "
+                "the same settings"
+            )
+        if self.end == self.start:
+            return copy.deepcopy(other)
+        if other.end == other.start:
+            return copy.deepcopy(self)
+        if self._shapes != other._shapes:
+            raise ValueError("accumulators hold different feature names/shapes")
+        if self.end == other.start:
+            left, right = self, other
+        elif other.end == self.start:
+            left, right = other, self
+        else:
+            raise ValueError(
+                f"merge needs contiguous network ranges: one covers [{self.start}, {self.end}), "
+                f"the other [{other.start}, {other.end}); give the second start=<end of the "
+                "first> (or accumulate the networks in between too)"
+            )
+        out = copy.deepcopy(left)
+        for piece in right._pieces:
+            if isinstance(piece, _Buffer):
+                out._append(copy.deepcopy(piece))
+            else:  # a complete aligned node; out.end is its first network
+                out._push(copy.deepcopy(piece))
+                out.end = (piece.index + 1) * 2**piece.level * out.block
+        out.end = right.end
+        out._kept = left._kept + right._kept
+        return out
+
+    # -- result ----------------------------------------------------------------------------
+    @property
+    def n_seen(self) -> int:
+        """Networks fed so far (valid or not)."""
+        return self.end - self.start
+
+    def _fold(self) -> _Stats | None:
+        total = None
+        for piece in self._pieces:
+            s = piece.stats if isinstance(piece, _Node) else _reduce_block(piece, self.n_groups)
+            total = s if total is None else _combine(total, s)
+        return total
+
+    def summary(self) -> MomentSummary:
+        """Fold the tree (left to right, a fixed order) into a :class:`MomentSummary`."""
+        total = self._fold()
+        if total is None:
+            raise ValueError("the accumulator is empty: feed at least one chunk with update()")
+        n = total.count
+        cov = {
+            k: (c / (n - 1) if n >= 2 else np.full_like(c, np.nan))
+            for k, c in total.comoment.items()
+        }
+        per_net = None
+        if self.keep_networks:
+            per_net = {k: np.concatenate([d[k] for d in self._kept]) for k in total.mean}
+        return MomentSummary(
+            n, self.n_seen, total.mean, cov, total.group_count, total.group_sum, per_net
+        )
+
+
+def merge(a: FeatureAccumulator | BackpropAccumulator, b):
+    """Merge two accumulators of contiguous network ranges; same as ``a.merge(b)``."""
+    return a.merge(b)
+
+
+# ---------------------------------------------------------------------------------------------
+# Features of a backprop trace
+# ---------------------------------------------------------------------------------------------
+def _power_features(y: np.ndarray) -> np.ndarray:
+    """Per-unit features (1) of shifted data y ``(M, B, n)`` → ``(M, n, 6)``.
+
+    (p₁, p₂, p₃, p₄, q, r) with p_k = mean_b yᵏ, q = p₁², r = p₂ (for a single unit the
+    "unit average" of the pooled features below is the unit itself).
+    """
+    y2 = y * y
+    p1 = y.mean(axis=1)
+    p2 = y2.mean(axis=1)
+    p3 = (y2 * y).mean(axis=1)
+    p4 = (y2 * y2).mean(axis=1)
+    return np.stack([p1, p2, p3, p4, p1 * p1, p2], axis=-1)
+
+
+def _pooled_features(y: np.ndarray) -> np.ndarray:
+    """Layer-pooled features of shifted data y ``(M, B, n)`` → ``(M, 1, 6)``.
+
+    P_k = mean_{b,j} yᵏ (a random unit of the layer), Q = P₁², and R = mean_b ȳ_b² with
+    ȳ_b = mean_j y_bj, the square of the unit-averaged signal (within-network variance of ȳ
+    is R − Q, used for the pooled icc).
+    """
+    M = y.shape[0]
+    flat = y.reshape(M, -1)
+    f2 = flat * flat
+    P1 = flat.mean(axis=1)
+    P2 = f2.mean(axis=1)
+    P3 = (f2 * flat).mean(axis=1)
+    P4 = (f2 * f2).mean(axis=1)
+    ybar = y.mean(axis=2)
+    R = (ybar * ybar).mean(axis=1)
+    return np.stack([P1, P2, P3, P4, P1 * P1, R], axis=-1)[:, None, :]
+
+
+def _finite_or_zero(a: np.ndarray) -> np.ndarray:
+    a = np.array(a, dtype=np.float64)
+    a[~np.isfinite(a)] = 0.0
+    return a
+
+
+def _log_norm(delta: np.ndarray) -> np.ndarray:
+    """t = log(‖δ⁽ˡ⁾‖²/n_l) per sample ``(M, B)`` (−inf where δ⁽ˡ⁾ = 0 exactly)."""
+    with np.errstate(divide="ignore"):
+        return np.log(np.mean(delta * delta, axis=-1))
+
+
+def _stein_mv_parts(params: Params, x: np.ndarray, trace: Trace, q0: float):
+    """Per-network conditional Stein estimates at layer 1 (Gaussian inputs x ~ N(0, q₀I)).
+
+    Given W = W⁽¹⁾, b = b⁽¹⁾ of network m, z⁽¹⁾ = Wx + b ~ N(b, Σ) exactly with Σ = q₀WWᵀ, so
+    Stein's lemma E[(z − μ)L] = Σ E[∇_z L] gives, per network,
+
+        s_m = Σ⁻¹ · (1/B) Σ_b (z_b − b) L_b           (multivariate, exact identity)
+        u_m = diag(Σ)⁻¹ · (1/B) Σ_b (z_b − b) L_b     (univariate form, ignores unit correlation)
+
+    Returns ``(s, u)``, each ``(M, n_1)``.
+    """
+    W = np.asarray(params.weights[0], dtype=np.float64)
+    b = np.asarray(params.biases[0], dtype=np.float64)
+    z = np.asarray(trace.z[0], dtype=np.float64)
+    L = np.asarray(trace.loss, dtype=np.float64)
+    cov_zl = np.mean((z - b[:, None, :]) * L[:, :, None], axis=1)  # (M, n1)
+    sigma = q0 * np.matmul(W, W.swapaxes(-1, -2))  # (M, n1, n1)
+    s = np.linalg.solve(sigma, cov_zl[..., None])[..., 0]
+    u = cov_zl / np.diagonal(sigma, axis1=-2, axis2=-1)
+    return s, u
+
+
+class BackpropAccumulator:
+    """Streaming, mergeable summaries of backprop traces, per layer and per unit.
+
+    For every layer l = 1 … L it accumulates the per-network features (see the module
+    docstring) of δ⁽ˡ⁾ and z⁽ˡ⁾ (per unit and layer-pooled), of t = log(‖δ⁽ˡ⁾‖²/n_l), of the
+    batch-mean weight gradient G = ∂J/∂W⁽ˡ⁾, and of the products needed by the Stein estimator
+    E[δ_j] ≈ Cov(L, z_j)/Var(z_j). Optionally (``stein_q0``) the conditional multivariate
+    Stein estimates of layer 1. :func:`deltastats.estimators.summarize` turns it into
+    :class:`~deltastats.estimators.Estimates`.
+
+    Feature arrays (names ``"<quantity>/<l>/unit"`` with S = n_l, ``".../pool"`` with S = 1):
+
+    ========== ================================================ ======================
+    quantity   features (all means over the network's B inputs) shift
+    ========== ================================================ ======================
+    delta, z   (p₁, p₂, p₃, p₄, q, r) of y = x − c, eq. (1)      c_j (unit), c̄ (pool)
+    lognorm    (t₁, t₂, t₁²) of t − c_t                          c_t
+    gradw      (g₁, g₂, g₁²) entry-means of (G − c_G)ᵏ           c_G
+    stein      (ℓ, ℓ·ζ, ζ, ζ², d): ℓ = L − c_L, ζ = z − c_z,    c_L, c_z, c_δ
+               d = δ − c_δ (pool: ζ, d unit-averaged)
+    steinmv    (s − c_s, u − c_u, d) of :func:`_stein_mv_parts`  c_s, c_u, c_δ
+    ========== ================================================ ======================
+
+    Parameters
+    ----------
+    net : MLP
+    batch : int
+        B, inputs per network (every chunk must use the same B).
+    start : int
+        Global index of the first network.
+    shifts : dict or None
+        The shifts c; ``None`` takes them from the first network fed (its batch means; 0 where
+        not finite). Accumulators to be merged must share shifts: pass ``shifts=first.shifts``
+        to the others (e.g. parallel jobs) — :meth:`merge` checks this.
+    block, n_groups, keep_networks
+        As in :class:`FeatureAccumulator`.
+    stein_q0 : float or None
+        If given, inputs are N(0, q₀·I) and layer-1 conditional Stein features are kept
+        (needs ``params`` and ``x`` in :meth:`update`).
+    """
+
+    def __init__(
+        self,
+        net: MLP,
+        batch: int,
+        *,
+        start: int = 0,
+        shifts: dict | None = None,
+        block: int = DEFAULT_BLOCK,
+        n_groups: int = DEFAULT_GROUPS,
+        keep_networks: bool = False,
+        stein_q0: float | None = None,
+    ) -> None:
+        if not isinstance(net, MLP):
+            raise ValueError(f"net must be an MLP, got {type(net).__name__}")
+        self.net = net
+        self.batch = _check_int("batch", batch, 1)
+        self.shifts = None if shifts is None else {k: np.array(v) for k, v in shifts.items()}
+        self.stein_q0 = None if stein_q0 is None else float(stein_q0)
+        self.features = FeatureAccumulator(
+            start, block=block, n_groups=n_groups, keep_networks=keep_networks
+        )
+        self.n_overflow = 0
+        self.overflow_layers: dict[int, int] = {}
+
+    @property
+    def n_seen(self) -> int:
+        """Networks fed so far, including overflowed ones."""
+        return self.features.n_seen
+
+    @property
+    def n_valid(self) -> int:
+        """Networks included (fed and not overflowed)."""
+        return self.n_seen - self.n_overflow
+
+    # -- shifts and features ---------------------------------------------------------------
+    def _initial_shifts(self, trace: Trace, s=None, u=None) -> dict:
+        """Shifts c from the first network of the chunk (batch means; non-finite → 0)."""
+        sh = {}
+        with np.errstate(all="ignore"):
+            sh["loss"] = _finite_or_zero(np.mean(trace.loss[0], dtype=np.float64))
+            for l in range(self.net.depth):
+                d = np.asarray(trace.delta[l][0], dtype=np.float64)
+                z = np.asarray(trace.z[l][0], dtype=np.float64)
+                sh[f"delta/{l + 1}"] = _finite_or_zero(d.mean(axis=0))
+                sh[f"z/{l + 1}"] = _finite_or_zero(z.mean(axis=0))
+                sh[f"lognorm/{l + 1}"] = _finite_or_zero(_log_norm(d[None])[0].mean())
+                g = np.asarray(trace.grad_weights[l][0], dtype=np.float64)
+                sh[f"gradw/{l + 1}"] = _finite_or_zero(g.mean())
+            if s is not None:
+                sh["steinmv/s"] = _finite_or_zero(s[0])
+                sh["steinmv/u"] = _finite_or_zero(u[0])
+        return sh
+
+    def _trace_features(self, trace: Trace, s=None, u=None) -> dict:
+        sh = self.shifts
+        feats = {}
+        L = np.asarray(trace.loss, dtype=np.float64)
+        ell = L - sh["loss"]  # (M, B)
+        ell_bar = ell.mean(axis=1)
+        with np.errstate(all="ignore"):
+            for l in range(self.net.depth):
+                key = l + 1
+                d = np.asarray(trace.delta[l], dtype=np.float64)
+                z = np.asarray(trace.z[l], dtype=np.float64)
+                cd, cz = sh[f"delta/{key}"], sh[f"z/{key}"]
+                yd, yz = d - cd, z - cz
+                feats[f"delta/{key}/unit"] = _power_features(yd)
+                feats[f"delta/{key}/pool"] = _pooled_features(d - cd.mean())
+                feats[f"z/{key}/unit"] = _power_features(yz)
+                feats[f"z/{key}/pool"] = _pooled_features(z - cz.mean())
+                t = _log_norm(d) - sh[f"lognorm/{key}"]
+                t1 = t.mean(axis=1)
+                feats[f"lognorm/{key}/pool"] = np.stack([t1, (t * t).mean(axis=1), t1 * t1], -1)[
+                    :, None, :
+                ]
+                g = np.asarray(trace.grad_weights[l], dtype=np.float64) - sh[f"gradw/{key}"]
+                g = g.reshape(g.shape[0], -1)
+                g1 = g.mean(axis=1)
+                feats[f"gradw/{key}/pool"] = np.stack([g1, (g * g).mean(axis=1), g1 * g1], -1)[
+                    :, None, :
+                ]
+                # Stein: Cov(L, z_j) and Var(z_j) from (ℓ, ℓζ, ζ, ζ²), and the pathwise mean d.
+                unit = np.stack(
+                    [
+                        np.broadcast_to(ell_bar[:, None], yz.shape[::2]),
+                        (ell[:, :, None] * yz).mean(axis=1),
+                        feats[f"z/{key}/unit"][..., 0],
+                        feats[f"z/{key}/unit"][..., 1],
+                        feats[f"delta/{key}/unit"][..., 0],
+                    ],
+                    axis=-1,
+                )
+                feats[f"stein/{key}/unit"] = unit
+                zbar = (z - cz.mean()).mean(axis=2)  # unit-averaged ζ, (M, B)
+                pool = np.stack(
+                    [
+                        ell_bar,
+                        (ell * zbar).mean(axis=1),
+                        feats[f"z/{key}/pool"][:, 0, 0],
+                        feats[f"z/{key}/pool"][:, 0, 1],
+                        feats[f"delta/{key}/pool"][:, 0, 0],
+                    ],
+                    axis=-1,
+                )
+                feats[f"stein/{key}/pool"] = pool[:, None, :]
+            if s is not None:
+                ds = s - sh["steinmv/s"]
+                du = u - sh["steinmv/u"]
+                dd = feats["delta/1/unit"][..., 0]
+                feats["steinmv/1/unit"] = np.stack([ds, du, dd], axis=-1)
+                # Pool: unit averages of the per-unit shifted values (linear statistics only).
+                dd_pool = (np.asarray(trace.delta[0], dtype=np.float64) - sh["delta/1"]).mean(
+                    axis=(1, 2)
+                )
+                feats["steinmv/1/pool"] = np.stack(
+                    [ds.mean(axis=1), du.mean(axis=1), dd_pool], axis=-1
+                )[:, None, :]
+        return feats
+
+    def consts(self) -> dict:
+        """Per-feature-array constants (shifts, sizes) that statistics need, by array name."""
+        sh = self.shifts
+        out = {}
+        for l in range(1, self.net.depth + 1):
+            n_in, n_out = self.net.widths[l - 1], self.net.widths[l]
+            for q in ("delta", "z"):
+                c = sh[f"{q}/{l}"]
+                out[f"{q}/{l}/unit"] = {"c": c}
+                out[f"{q}/{l}/pool"] = {"c": np.atleast_1d(c.mean())}
+            out[f"lognorm/{l}/pool"] = {"c": np.atleast_1d(sh[f"lognorm/{l}"])}
+            out[f"gradw/{l}/pool"] = {
+                "c": np.atleast_1d(sh[f"gradw/{l}"]),
+                "N": np.array([float(n_in * n_out)]),
+            }
+            out[f"stein/{l}/unit"] = {"c_d": sh[f"delta/{l}"]}
+            out[f"stein/{l}/pool"] = {"c_d": np.atleast_1d(sh[f"delta/{l}"].mean())}
+        if self.stein_q0 is not None:
+            cd = sh["delta/1"]
+            out["steinmv/1/unit"] = {"c_s": sh["steinmv/s"], "c_u": sh["steinmv/u"], "c_d": cd}
+            out["steinmv/1/pool"] = {
+                "c_s": np.atleast_1d(sh["steinmv/s"].mean()),
+                "c_u": np.atleast_1d(sh["steinmv/u"].mean()),
+                "c_d": np.atleast_1d(cd.mean()),
+            }
+        return out
+
+    # -- feeding ---------------------------------------------------------------------------
+    def update(self, trace: Trace, *, params: Params | None = None, x=None) -> None:
+        """Add the networks of one backprop trace (the next ones in global order).
+
+        Parameters
+        ----------
+        trace : Trace
+            From :func:`deltastats.backprop` with ``grads=True`` and all layers kept; δ, z
+            ``(M, B, n_l)``. Networks with ``trace.overflow`` are counted and excluded.
+        params, x
+            The parameters and inputs ``(M, B, n_0)`` of the trace; needed only with
+            ``stein_q0``.
+        """
+        if not isinstance(trace, Trace):
+            raise ValueError("trace must be the Trace returned by deltastats.backprop")
+        if trace.grad_weights is None or any(z is None for z in trace.z):
+            raise ValueError("the trace needs grads=True and keep_layers=None (all layers)")
+        B = trace.loss.shape[1]
+        if B != self.batch:
+            raise ValueError(
+                f"trace has {B} inputs per network but the accumulator B = {self.batch}"
+            )
+        s = u = None
+        if self.stein_q0 is not None:
+            if params is None or x is None or np.ndim(x) != 3:
+                raise ValueError("stein_q0 needs update(trace, params=…, x=…) with x (M, B, n_0)")
+            with np.errstate(all="ignore"):
+                s, u = _stein_mv_parts(params, x, trace, self.stein_q0)
+        if self.shifts is None:
+            self.shifts = self._initial_shifts(trace, s, u)
+        valid = ~np.asarray(trace.overflow, dtype=bool)
+        self.n_overflow += int((~valid).sum())
+        for layer in np.asarray(trace.overflow_layer)[~valid]:
+            self.overflow_layers[int(layer)] = self.overflow_layers.get(int(layer), 0) + 1
+        self.features.update(self._trace_features(trace, s, u), valid)
+
+    def merge(self, other: BackpropAccumulator) -> BackpropAccumulator:
+        """Merge with an accumulator of a contiguous network range (see
+        :meth:`FeatureAccumulator.merge`); both must share ``net``, ``batch`` and shifts."""
+        if not isinstance(other, BackpropAccumulator):
+            raise ValueError(f"can only merge with a BackpropAccumulator, got {type(other)}")
+        if other.net != self.net or other.batch != self.batch or other.stein_q0 != self.stein_q0:
+            raise ValueError("accumulators differ in net, batch or stein_q0")
+        empty_self, empty_other = self.shifts is None, other.shifts is None
+        if not (empty_self or empty_other):
+            same = self.shifts.keys() == other.shifts.keys() and all(
+                np.array_equal(self.shifts[k], other.shifts[k]) for k in self.shifts
+            )
+            if not same:
+                raise ValueError(
+                    "accumulators have different shifts; create the later ones with "
+                    "shifts=first.shifts so their summaries can be combined exactly"
+                )
+        out = copy.copy(self)
+        out.shifts = self.shifts if not empty_self else other.shifts
+        out.features = self.features.merge(other.features)
+        out.n_overflow = self.n_overflow + other.n_overflow
+        out.overflow_layers = dict(self.overflow_layers)
+        for k, v in other.overflow_layers.items():
+            out.overflow_layers[k] = out.overflow_layers.get(k, 0) + v
+        return out
+
+    def summary(self) -> MomentSummary:
+        """The :class:`MomentSummary` of the feature arrays."""
+        return self.features.summary()
