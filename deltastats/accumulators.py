@@ -133,11 +133,12 @@ def _reduce_block(buf: _Buffer, n_groups: int) -> _Stats:
             mean[name] = np.zeros((S, k))
             com[name] = np.zeros((S, k, k))
         else:
-            m = f.sum(axis=0) / n
-            d = f - m
-            mean[name] = m
-            com[name] = np.einsum("msi,msj->sij", d, d)
-            np.add.at(g, idx % n_groups, f)
+            with np.errstate(invalid="ignore"):  # non-finite features propagate as NaN
+                m = f.sum(axis=0) / n
+                d = f - m
+                mean[name] = m
+                com[name] = np.einsum("msi,msj->sij", d, d)
+                np.add.at(g, idx % n_groups, f)
         gsum[name] = g
     return _Stats(n, mean, com, group_count, gsum)
 
@@ -152,10 +153,13 @@ def _combine(a: _Stats, b: _Stats) -> _Stats:
     n = a.count + b.count
     wb = b.count / n
     mean, com = {}, {}
-    for k in a.mean:
-        d = b.mean[k] - a.mean[k]
-        mean[k] = a.mean[k] + d * wb
-        com[k] = a.comoment[k] + b.comoment[k] + d[..., :, None] * d[..., None, :] * (a.count * wb)
+    with np.errstate(invalid="ignore"):  # non-finite features propagate as NaN
+        for k in a.mean:
+            d = b.mean[k] - a.mean[k]
+            mean[k] = a.mean[k] + d * wb
+            com[k] = (
+                a.comoment[k] + b.comoment[k] + d[..., :, None] * d[..., None, :] * (a.count * wb)
+            )
     return _Stats(n, mean, com, gc, gsum)
 
 
@@ -507,6 +511,8 @@ class BackpropAccumulator:
         )
         self.n_overflow = 0
         self.overflow_layers: dict[int, int] = {}
+        #: layer → valid networks with δ⁽ˡ⁾ = 0 exactly for some input (log-norm is −inf).
+        self.zero_delta: dict[int, int] = {}
 
     @property
     def n_seen(self) -> int:
@@ -664,7 +670,12 @@ class BackpropAccumulator:
         self.n_overflow += int((~valid).sum())
         for layer in np.asarray(trace.overflow_layer)[~valid]:
             self.overflow_layers[int(layer)] = self.overflow_layers.get(int(layer), 0) + 1
-        self.features.update(self._trace_features(trace, s, u), valid)
+        feats = self._trace_features(trace, s, u)
+        for l in range(1, self.net.depth + 1):
+            bad = int((~np.isfinite(feats[f"lognorm/{l}/pool"][:, 0, 0]) & valid).sum())
+            if bad:
+                self.zero_delta[l] = self.zero_delta.get(l, 0) + bad
+        self.features.update(feats, valid)
 
     def merge(self, other: BackpropAccumulator) -> BackpropAccumulator:
         """Merge with an accumulator of a contiguous network range (see
@@ -690,6 +701,9 @@ class BackpropAccumulator:
         out.overflow_layers = dict(self.overflow_layers)
         for k, v in other.overflow_layers.items():
             out.overflow_layers[k] = out.overflow_layers.get(k, 0) + v
+        out.zero_delta = dict(self.zero_delta)
+        for k, v in other.zero_delta.items():
+            out.zero_delta[k] = out.zero_delta.get(k, 0) + v
         return out
 
     def summary(self) -> MomentSummary:

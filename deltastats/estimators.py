@@ -265,6 +265,10 @@ class Estimates:
         Layer of first overflow → number of networks.
     confidence : float
     method : str
+    zero_delta : dict
+        Layer l → networks where δ⁽ˡ⁾ = 0 exactly for some input (e.g. all units of a ReLU
+        layer dead): log(‖δ⁽ˡ⁾‖²/n_l) = −∞ there, so the ``log_delta_norm_sq_*`` rows are
+        −inf or NaN.
     """
 
     table: pd.DataFrame = field(repr=False)
@@ -274,6 +278,7 @@ class Estimates:
     confidence: float
     method: str
     overflow_layers: dict = field(default_factory=dict)
+    zero_delta: dict = field(default_factory=dict)
 
     @property
     def trusted(self) -> bool:
@@ -499,6 +504,7 @@ def summarize(
         float(confidence),
         method,
         dict(accumulator.overflow_layers),
+        dict(accumulator.zero_delta),
     )
 
 
@@ -736,6 +742,13 @@ def _final_warnings(est: Estimates) -> None:
             NumericalOverflowWarning,
             stacklevel=3,
         )
+    if est.zero_delta:
+        warnings.warn(
+            f"δ⁽ˡ⁾ = 0 exactly for some inputs (layer → networks: {est.zero_delta}), e.g. dead "
+            "ReLU units: log(‖δ‖²/n) = −inf there and log_delta_norm_sq_* are −inf or NaN",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     if est.n_networks < MIN_NETWORKS:
         warnings.warn(
             f"only {est.n_networks} networks: intervals for skewed statistics (delta_sq, "
@@ -835,6 +848,7 @@ def stein_check(
         last.confidence,
         last.method,
         last.overflow_layers,
+        last.zero_delta,
     )
 
 
