@@ -264,6 +264,10 @@ def expect2(
     rho = np.sqrt(1.0 - c * c)
     kinks1 = tuple(float(k) for k in kinks1)
     kinks2 = tuple(float(k) for k in kinks2)
+    # Wide Gaussians: cut at the natural scales of f too (see :func:`expect`).
+    if np.any(s1 > 1.0) or np.any(s2 > 1.0):
+        kinks1 = tuple(sorted(set(kinks1) | set(SCALE_CUTS)))
+        kinks2 = tuple(sorted(set(kinks2) | set(SCALE_CUTS)))
 
     def evaluate(n: int) -> np.ndarray:
         if kinks1 or kinks2:
