@@ -525,6 +525,22 @@ class BackpropAccumulator:
         return self.n_seen - self.n_overflow
 
     # -- shifts and features ---------------------------------------------------------------
+    def compute_shifts(self, trace: Trace, *, params: Params | None = None, x=None) -> dict:
+        """The shifts c that this accumulator would take from ``trace``'s first network.
+
+        For parallel accumulation: run network 0 alone, ``shifts = BackpropAccumulator(net,
+        B).compute_shifts(trace0)``, and create every job's accumulator with ``shifts=shifts``;
+        the merged result is then bit-for-bit that of :func:`deltastats.estimate`, whose shifts
+        come from network 0 too.
+        """
+        s = u = None
+        if self.stein_q0 is not None:
+            if params is None or x is None or np.ndim(x) != 3:
+                raise ValueError("stein_q0 needs params=… and x=… (M, B, n_0) too")
+            with np.errstate(all="ignore"):
+                s, u = _stein_mv_parts(params, x, trace, self.stein_q0)
+        return self._initial_shifts(trace, s, u)
+
     def _initial_shifts(self, trace: Trace, s=None, u=None) -> dict:
         """Shifts c from the first network of the chunk (batch means; non-finite → 0)."""
         sh = {}

@@ -71,6 +71,10 @@ from . import targets as _targets
 from .accumulators import BackpropAccumulator
 from .engine import NumericalOverflowWarning, backprop
 from .networks import MLP
+from .seeding import as_seed_sequence
+
+#: Spawn-key number of the bootstrap's random stream (after those of :mod:`deltastats.seeding`).
+_BOOTSTRAP_STREAM = 1000
 
 #: Networks below which an interval should not be trusted (skewed statistics such as E[δ²]).
 MIN_NETWORKS = 100
@@ -446,8 +450,12 @@ def summarize(
     M = summ.count
     rng = None
     if method == "bootstrap":
-        ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
-        rng = np.random.default_rng(ss.spawn(1)[0])
+        # A child key of its own (not a spawn, which would mutate a caller's SeedSequence).
+        root = as_seed_sequence(seed)
+        child = np.random.SeedSequence(
+            root.entropy, spawn_key=(*root.spawn_key, _BOOTSTRAP_STREAM), pool_size=root.pool_size
+        )
+        rng = np.random.default_rng(child)
     alpha = 0.5 * (1 + confidence)
     t_clt = stats.t.ppf(alpha, M - 1) if M >= 2 else np.nan
     order = {s: i for i, s in enumerate(_REGISTRY)}
@@ -548,6 +556,7 @@ def stream(
     until_statistics: str | Sequence[str] = ("delta_sq",),
     min_networks: int = MIN_NETWORKS,
     n_resamples: int = 1999,
+    jackknife_groups: int = 20,
     progress: bool = False,
     _stein_q0: float | None = None,
     _warn_overflow: bool = True,
@@ -590,6 +599,9 @@ def stream(
         Minimum networks before the stopping rule applies.
     n_resamples : int
         Bootstrap resamples (``method="bootstrap"``; recomputed at every yield).
+    jackknife_groups : int
+        G ≥ 2 delete-a-group jackknife groups (network index mod G); the jackknife interval
+        uses t with G − 1 degrees of freedom.
     progress : bool
         Show a tqdm bar.
 
@@ -612,6 +624,7 @@ def stream(
     until_statistics = _check_statistics(until_statistics)
     min_networks = _check_int("min_networks", min_networks, 2)
     n_resamples = _check_int("n_resamples", n_resamples, 10)
+    jackknife_groups = _check_int("jackknife_groups", jackknife_groups, 2)
     if not isinstance(net, MLP):
         raise ValueError(f"net must be an MLP, got {type(net).__name__}")
     inputs = _inputs.gaussian(1.0) if inputs is None else inputs
@@ -684,6 +697,7 @@ def estimate(
     until_rel_error: float | None = None,
     until_statistics: str | Sequence[str] = ("delta_sq",),
     n_resamples: int = 1999,
+    jackknife_groups: int = 20,
     progress: bool = False,
 ) -> Estimates:
     """Monte Carlo estimates of the statistics of δ⁽ˡ⁾ with network-level confidence intervals.
@@ -719,6 +733,7 @@ def estimate(
             until_rel_error=until_rel_error,
             until_statistics=until_statistics,
             n_resamples=n_resamples,
+            jackknife_groups=jackknife_groups,
             progress=progress,
             _warn_overflow=False,
         )
