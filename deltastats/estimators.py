@@ -49,9 +49,25 @@ How many networks? Means of δ are close to normal quickly, but E[δ²], Var[δ]
 moments of a product of many Gaussian weights are right-skewed across networks: their
 intervals need on the order of 100 networks (:data:`MIN_NETWORKS`) before the CLT holds, and
 kurtosis-type statistics more. :func:`estimate` warns (:class:`FewNetworksWarning`) below that.
+On the exactly solvable linear case of ``tests/test_estimators.py`` (M = 100, B = 16, 400
+replications, icc ≈ 0.19, design effect ≈ 3.8) the 95% intervals of delta_mean, delta_sq and
+delta_var covered the truth 93.5–96.5% (CLT) and 93.75–96.75% (jackknife) of the time; naive
+i.i.d. intervals for delta_mean covered 69%.
 
-Statistics (``layer`` l = 1 … L, ``unit`` j or −1 for the pooled row over the layer's units):
-see :data:`STATISTICS`.
+Statistics (``layer`` l = 1 … L; ``unit`` j, or −1 for the row pooled over the layer's units):
+see :data:`STATISTICS`. Pooled rows describe a uniformly random unit of the layer (so
+``delta_norm_sq`` = pooled ``delta_sq`` = E‖δ⁽ˡ⁾‖²/n_l); the pooled ``icc``/``design_effect``
+are those of the layer-mean signal. ``stein_delta_mean`` = Cov(L, z_j)/Var(z_j) is the seed
+document's integration by parts with the unconditional μ_j, σ_j² (pooled row: mean_j Cov(L,
+z_j) over the variance of a random unit's z, equal to the unit average when the units are
+exchangeable); ``stein_gap``
+is its difference to the pathwise ``delta_mean``, with the interval of the difference (both
+from the same networks, so the covariance is accounted for). :func:`stein_check` adds the
+exact conditional multivariate form at layer 1.
+
+Overflow: networks whose trace has inf/NaN are excluded from every statistic, counted in
+:attr:`Estimates.n_overflow` and reported by a warning (results are then conditional on not
+overflowing).
 """
 
 from __future__ import annotations
@@ -485,6 +501,7 @@ def summarize(
                 se, lo, hi = _bootstrap(
                     spec.fn, summ.per_network[name], cst, M, B, confidence, n_resamples, rng
                 )
+            se = np.where(np.isfinite(theta), se, np.nan)  # no SE for an undefined estimate
             S = theta.shape[0]
             cols["layer"].append(np.full(S, int(layer)))
             cols["unit"].append(np.arange(S) if kind == "unit" else np.full(S, -1))
@@ -571,7 +588,8 @@ def stream(
     ----------
     net : MLP
     inputs : InputLaw, optional
-        Input law (default ``inputs.gaussian(1.0)``); a fresh batch per network.
+        Input law (default ``inputs.gaussian(1.0)``). Every network gets its own independent
+        batch of B inputs (shared inputs would make the networks dependent samples).
     targets : TargetLaw, optional
         Target law (default ``targets.zeros()``).
     loss : str
