@@ -16,14 +16,14 @@ def _fake_trace(x, loss=None, grad=None):
     loss = np.zeros((M, B)) if loss is None else loss
     grad = np.zeros((M, n, 1)) if grad is None else grad
     return Trace(
-        (x,),
-        (x,),
-        (x,),
-        loss,
-        (grad,),
-        (np.zeros((M, n)),),
-        np.zeros(M, dtype=bool),
-        np.zeros(M, dtype=np.int64),
+        z=(x,),
+        h=(x,),
+        delta=(x,),
+        loss=loss,
+        grad_weights=(grad,),
+        grad_biases=(np.zeros((M, n)),),
+        overflow=np.zeros(M, dtype=bool),
+        overflow_layer=np.zeros(M, dtype=np.int64),
     )
 
 

@@ -1,5 +1,6 @@
 """Estimators: interval coverage against exact (Wick) truths, API contract, Stein checks."""
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -66,16 +67,14 @@ def _truth():
 
 
 def _slice(tr, s):
-    return Trace(
-        tuple(a[s] for a in tr.z),
-        tuple(a[s] for a in tr.h),
-        tuple(a[s] for a in tr.delta),
-        tr.loss[s],
-        tuple(a[s] for a in tr.grad_weights),
-        tuple(a[s] for a in tr.grad_biases),
-        tr.overflow[s],
-        tr.overflow_layer[s],
-    )
+    """Networks ``s`` of a trace (every per-network field, whatever fields Trace has)."""
+
+    def cut(v):
+        if isinstance(v, tuple):
+            return tuple(None if a is None else a[s] for a in v)
+        return v[s] if isinstance(v, np.ndarray) else v
+
+    return Trace(**{f.name: cut(getattr(tr, f.name)) for f in dataclasses.fields(tr)})
 
 
 @pytest.fixture(scope="module")
