@@ -156,7 +156,10 @@ def _icc(v, c, M, B):
     p1, q, r = v[..., 0], v[..., 4], v[..., 5]
     s_w = B / (B - 1) * (r - q)
     s_b = M / (M - 1) * (q - p1 * p1) - s_w / B
-    return s_b / (s_b + s_w)
+    # A signal that does not vary (e.g. the unit average of softmax − y) has no icc: 0/0.
+    total = s_b + s_w
+    flat = np.real(total) <= 1e-12 * np.abs(np.real(v[..., 1]))
+    return np.where(flat, np.nan, s_b / np.where(flat, 1.0, total))
 
 
 def _deff(v, c, M, B):

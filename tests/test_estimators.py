@@ -362,3 +362,15 @@ def test_progress_bar_runs(capsys):
         warnings.simplefilter("ignore")
         est = E.estimate(NET, n_networks=10, batch=2, progress=True)
     assert est.n_networks == 10
+
+
+def test_cross_entropy_output_delta_sums_to_zero_and_has_no_icc():
+    """δ⁽ᴸ⁾ = softmax(g) − y sums to 0 over units, so the pooled mean is 0 and the layer-mean
+    signal does not vary: its icc is undefined (NaN), not a rounding-noise number."""
+    net = ds.MLP((4, 5, 3), activation="gelu", mu_w=0.5)
+    est = E.estimate(
+        net, targets=targets.one_hot(3), loss="cross_entropy", n_networks=100, batch=5, seed=0
+    )
+    assert abs(est.result("delta_mean", 2).estimate) < 1e-12
+    assert np.isnan(est.result("icc", 2).estimate)
+    assert np.isfinite(est.result("icc", 2, 0).estimate)
