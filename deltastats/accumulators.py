@@ -442,7 +442,10 @@ def _stein_mv_parts(params: Params, x: np.ndarray, trace: Trace, q0: float):
     L = np.asarray(trace.loss, dtype=np.float64)
     cov_zl = np.mean((z - b[:, None, :]) * L[:, :, None], axis=1)  # (M, n1)
     sigma = q0 * np.matmul(W, W.swapaxes(-1, -2))  # (M, n1, n1)
-    s = np.linalg.solve(sigma, cov_zl[..., None])[..., 0]
+    try:
+        s = np.linalg.solve(sigma, cov_zl[..., None])[..., 0]
+    except np.linalg.LinAlgError:  # a singular Σ (measure zero): least-squares solution
+        s = np.matmul(np.linalg.pinv(sigma), cov_zl[..., None])[..., 0]
     u = cov_zl / np.diagonal(sigma, axis1=-2, axis2=-1)
     return s, u
 
