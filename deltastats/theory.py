@@ -298,6 +298,9 @@ def fixed_point(
         c[finite] = _c_star(act, q[finite], sw[finite], sb[finite])
     # Where q* = ∞ (unbounded growth) χ₁ is the large-q limit; 1e12 stands in for it.
     qv = np.where(np.isfinite(q), q, 1e12)
+    if _homogeneous(act):
+        # E[φ'²] is scale-free: the q → 0⁺ and q → ∞ limits equal the value at q = 1.
+        qv = np.ones_like(qv)
     chi = sw**2 * activation_moment(act, "dphi2", 0.0, qv)
     return FixedPoint(q_star=q, c_star=c, chi1=chi, converged=done)
 
