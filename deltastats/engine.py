@@ -16,14 +16,24 @@ Rows are samples: with arrays ``(M, B, n)``, (1) is ``h @ Wᵀ`` and (3) is ``δ
 
 from __future__ import annotations
 
+import numbers
+import os
+import threading
 import warnings
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
+from .activations import tanh as _tanh
 from .losses import Loss, get_loss
 from .networks import MLP, Params
+
+_TANH_DPHI = _tanh.dphi_from_output
 
 
 class NumericalOverflowWarning(RuntimeWarning):
@@ -114,6 +124,9 @@ def backprop(
     grads: bool = True,
     keep_layers: Iterable[int] | None = None,
     warn: bool = True,
+    threads: int | None = None,
+    chunk_size: int | None = None,
+    out: Trace | None = None,
 ) -> Trace:
     """Forward and backward pass of M networks on B inputs each, fully vectorized.
 
@@ -135,13 +148,36 @@ def backprop(
         Compute ``grad_weights``/``grad_biases`` (one more matmul per layer). Default True.
     keep_layers : iterable of int or None
         Layers l (1 … L) whose z and h are kept in the trace; ``None`` keeps all. δ is always
-        kept for every layer.
+        kept for every layer. Layers not kept are never stored for all M networks: they live
+        in small per-thread buffers, so ``keep_layers=()`` with ``grads=False`` needs memory
+        for δ only.
     warn : bool
         Emit a :class:`NumericalOverflowWarning` when some network overflowed.
+    threads : int or None
+        Worker threads; the M networks are split into chunks of ``chunk_size`` consecutive
+        networks that the threads take in turn, each with single-threaded BLAS. ``None``
+        (default) uses as many threads as BLAS is currently allowed (so inside a worker whose
+        BLAS is limited to one thread, e.g. a joblib job, the engine stays single-threaded),
+        at most the number of usable CPUs, and one thread for small problems.
+    chunk_size : int or None
+        Networks per task; ``None`` picks one from the layer sizes (a few MFLOP per matmul).
+    out : Trace or None
+        A trace from an earlier call with the same shapes, dtype, ``grads`` and
+        ``keep_layers``: its arrays are overwritten and reused instead of allocating new
+        ones (a streaming loop then touches the same memory every chunk). Arrays that do not
+        fit are allocated afresh. The earlier trace must not be used afterwards.
 
     Returns
     -------
     Trace
+
+    Notes
+    -----
+    The result is bit-for-bit the same for every ``threads`` and ``chunk_size``: each network
+    is computed by the same sequence of per-network BLAS calls (numpy's stacked ``matmul``
+    calls GEMM once per stack entry) and element-wise ufuncs that act on each element alone,
+    and BLAS always runs single-threaded here, so no arithmetic depends on how the networks
+    are split. ``tests/test_engine_parallel.py`` checks it.
     """
     lossf = get_loss(loss)
     if not isinstance(params, Params):
@@ -168,43 +204,100 @@ def backprop(
     keep = set(range(1, L + 1)) if keep_layers is None else {int(k) for k in keep_layers}
     if not keep <= set(range(1, L + 1)):
         raise ValueError(f"keep_layers must be layers in 1 … {L}, got {sorted(keep)}")
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1
+    ):
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool)
+        or not isinstance(chunk_size, numbers.Integral)
+        or chunk_size < 1
+    ):
+        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    if out is not None and not isinstance(out, Trace):
+        raise ValueError("out must be a Trace returned by an earlier backprop call, or None")
     dtype = params.weights[0].dtype
-    x = x.astype(dtype, copy=False)
-    y = y.astype(dtype, copy=False)
+    x = np.ascontiguousarray(x, dtype=dtype)
+    y = np.ascontiguousarray(y, dtype=dtype)
 
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        # Forward (1). z of every layer is needed for φ'(z) in (3); h⁽ˡ⁻¹⁾ for the gradients (4).
-        zs, hs = [], []
-        h = x
-        for l in range(L):
-            z = np.matmul(h, params.weights[l].swapaxes(-1, -2))
-            z += params.biases[l][:, None, :]
-            h = net.layer_activation(l + 1).phi(z)
-            zs.append(z)
-            hs.append(h)
-        g = hs[-1]
-        loss_value = lossf.value(g, y)
-        # Backward (2)-(3).
-        deltas = [None] * L
-        d = lossf.grad(g, y) * net.phi_out.dphi(zs[-1])
-        deltas[L - 1] = d
-        for l in range(L - 2, -1, -1):
-            d = np.matmul(d, params.weights[l + 1]) * _dphi(net, l + 1, zs[l], hs[l])
-            deltas[l] = d
-        gw = gb = None
+    # ---- storage: outputs for all M networks; everything else lives in per-thread buffers.
+    B = x.shape[-2]
+    widths = net.widths
+
+    # Fresh outputs are carved from one block: one allocation (huge pages, one round of page
+    # faults) costs far less than dozens of separate ones; arrays from `out` are reused as is.
+    def old(field: str, l: int):
+        seq = getattr(out, field, None) if out is not None else None
+        return seq[l] if seq is not None and l < len(seq) else None
+
+    requests: dict = {}
+    requests["loss"] = ((M, B), out.loss if out is not None else None)
+    for l in range(L):
+        n_l = widths[l + 1]
+        requests[("delta", l)] = ((M, B, n_l), old("delta", l))
+        if l + 1 in keep:
+            requests[("z", l)] = ((M, B, n_l), old("z", l))
+        # h⁽ˡ⁾ is an input of the weight gradient (4), so grads=True stores the hidden h's.
+        if l + 1 in keep or (grads and l < L - 1):
+            requests[("h", l)] = ((M, B, n_l), old("h", l))
         if grads:
-            B = x.shape[-2]
-            gw, gb = [], []
-            for l in range(L):
-                h_prev = x if l == 0 else hs[l - 1]
-                gw_l = np.matmul(deltas[l].swapaxes(-1, -2), h_prev) / B
-                if weight_decay:
-                    gw_l += weight_decay * params.weights[l]
-                gw.append(gw_l)
-                gb.append(deltas[l].mean(axis=-2))
-            gw, gb = tuple(gw), tuple(gb)
+            requests[("gw", l)] = ((M, n_l, widths[l]), old("grad_weights", l))
+            requests[("gb", l)] = ((M, n_l), old("grad_biases", l))
+    arrays = _allocate(requests, dtype)
+    deltas = [arrays[("delta", l)] for l in range(L)]
+    zk = [arrays.get(("z", l)) for l in range(L)]
+    hk = [arrays.get(("h", l)) for l in range(L)]
+    loss_value = arrays["loss"]
+    gw = gb = None
+    if grads:
+        gw = [arrays[("gw", l)] for l in range(L)]
+        gb = [arrays[("gb", l)] for l in range(L)]
+    zbad = np.zeros((M, L), dtype=bool)
+    dbad = np.zeros((M, L), dtype=bool)
+    lossbad = np.zeros(M, dtype=bool)
 
-    overflow, first = _overflow(zs, deltas, loss_value)
+    # ---- work split: chunks of consecutive networks, taken in turn by the threads.
+    chunk_size, n_threads = _plan(M, B, widths, threads, chunk_size)
+    tasks = [slice(m0, min(m0 + chunk_size, M)) for m0 in range(0, M, chunk_size)]
+
+    ctx = _Context(
+        net=net,
+        acts=[net.layer_activation(l + 1) for l in range(L)],
+        lossf=lossf,
+        weights=params.weights,
+        biases=params.biases,
+        x=x,
+        y=y,
+        weight_decay=float(weight_decay),
+        chunk=chunk_size,
+        deltas=deltas,
+        zk=zk,
+        hk=hk,
+        loss_value=loss_value,
+        gw=gw,
+        gb=gb,
+        zbad=zbad,
+        dbad=dbad,
+        lossbad=lossbad,
+        local=threading.local(),
+    )
+    with _single_threaded_blas():
+        if n_threads <= 1:
+            for s in tasks:
+                _run_chunk(ctx, s)
+        else:
+            # map() submits every task at once; idle threads take the next one, so a slow
+            # core (other jobs on the machine) does not hold the others back.
+            for _ in _executor(n_threads).map(partial(_run_chunk, ctx), tasks):
+                pass
+
+    first = np.zeros(M, dtype=np.int64)
+    for l in range(L):
+        first[(first == 0) & zbad[:, l]] = l + 1
+    for l in range(L - 1, -1, -1):
+        first[(first == 0) & dbad[:, l]] = l + 1
+    first[(first == 0) & lossbad] = L
+    overflow = first > 0
     if warn and overflow.any():
         warnings.warn(
             f"numerical overflow (inf/NaN) in {int(overflow.sum())} of {M} networks, first at "
@@ -213,9 +306,228 @@ def backprop(
             NumericalOverflowWarning,
             stacklevel=2,
         )
-    z_kept = tuple(z if l + 1 in keep else None for l, z in enumerate(zs))
-    h_kept = tuple(h if l + 1 in keep else None for l, h in enumerate(hs))
-    return Trace(z_kept, h_kept, tuple(deltas), loss_value, gw, gb, overflow, first)
+    z_kept = tuple(zk[l] if l + 1 in keep else None for l in range(L))
+    h_kept = tuple(hk[l] if l + 1 in keep else None for l in range(L))
+    return Trace(
+        z_kept,
+        h_kept,
+        tuple(deltas),
+        loss_value,
+        None if gw is None else tuple(gw),
+        None if gb is None else tuple(gb),
+        overflow,
+        first,
+    )
+
+
+# ---- the per-chunk kernel ------------------------------------------------------------------
+
+#: Target FLOPs of one matmul call of a task: large enough that Python's per-call overhead
+#: (a few µs) is small, small enough that a chunk's activations stay in cache between calls.
+_TASK_FLOPS = 4_000_000
+#: OpenBLAS's small-matrix kernel bound (m·n·k) on AVX-512 CPUs.
+_SMALL_GEMM = 1_000_000
+#: Below this many FLOPs for the whole pass, threads cost more than they save.
+_PARALLEL_FLOPS = 20_000_000
+
+
+def _plan(
+    M: int, B: int, widths: tuple, threads: int | None, chunk_size: int | None
+) -> tuple[int, int]:
+    """Networks per task and number of threads for a pass (any choice gives the same bits)."""
+    layer_flops = 2 * B * max(a * b for a, b in zip(widths[:-1], widths[1:]))
+    if chunk_size is None:
+        # ≥ _TASK_FLOPS per matmul call, and ≥ 4 tasks when M allows (load balance).
+        chunk_size = max(1, min(-(-_TASK_FLOPS // layer_flops), -(-M // 4)))
+    chunk_size = min(int(chunk_size), M)
+    if threads is None:
+        total = 2 * (len(widths) - 1) * M * layer_flops
+        threads = 1 if total < _PARALLEL_FLOPS else _default_threads()
+    n_tasks = -(-M // chunk_size)
+    return chunk_size, max(1, min(int(threads), n_tasks))
+
+
+@dataclass
+class _Context:
+    """Everything a worker needs to run one chunk of networks (shared, read-only but outputs)."""
+
+    net: MLP
+    acts: list
+    lossf: Loss
+    weights: tuple
+    biases: tuple
+    x: np.ndarray
+    y: np.ndarray
+    weight_decay: float
+    chunk: int
+    deltas: list
+    zk: list
+    hk: list
+    loss_value: np.ndarray
+    gw: list | None
+    gb: list | None
+    zbad: np.ndarray
+    dbad: np.ndarray
+    lossbad: np.ndarray
+    local: threading.local
+
+
+def _allocate(requests: dict, dtype) -> dict:
+    """Arrays for ``{key: (shape, previous)}``: ``previous`` when it fits, else a view of one
+    fresh block (each view C-contiguous and 64-byte aligned)."""
+    arrays, fresh = {}, []
+    for key, (shape, previous) in requests.items():
+        if (
+            isinstance(previous, np.ndarray)
+            and previous.shape == shape
+            and previous.dtype == dtype
+            and previous.flags.c_contiguous
+            and previous.flags.writeable
+        ):
+            arrays[key] = previous
+        else:
+            fresh.append((key, shape))
+    if fresh:
+        itemsize = np.dtype(dtype).itemsize
+        align = 64 // itemsize
+        sizes = [-(-int(np.prod(shape)) // align) * align for _, shape in fresh]
+        block = np.empty(sum(sizes) + align, dtype=dtype)
+        start = (-block.ctypes.data // itemsize) % align  # first 64-byte-aligned element
+        for (key, shape), size in zip(fresh, sizes):
+            arrays[key] = block[start : start + int(np.prod(shape))].reshape(shape)
+            start += size
+    return arrays
+
+
+def _buffer(ctx: _Context, role: str, width: int, c: int) -> np.ndarray:
+    """A per-thread work array ``(c, B, width)``, reused across the chunks of one call."""
+    bufs = ctx.local.__dict__.setdefault("bufs", {})
+    key = (role, width)
+    buf = bufs.get(key)
+    if buf is None:
+        B = ctx.x.shape[-2]
+        buf = bufs[key] = np.empty((ctx.chunk, B, width), dtype=ctx.weights[0].dtype)
+    return buf[:c]
+
+
+def _run_chunk(ctx: _Context, s: slice) -> None:
+    """Forward (1), δ (2)-(3) and gradients (4) of the networks ``s``, written into ctx."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        _run_chunk_inner(ctx, s)
+
+
+def _run_chunk_inner(ctx: _Context, s: slice) -> None:
+    L = len(ctx.weights)
+    c = s.stop - s.start
+    x = ctx.x if ctx.x.ndim == 2 else ctx.x[s]
+    y = ctx.y if ctx.y.ndim == 2 else ctx.y[s]
+
+    # Forward (1). φ'⁽ˡ⁾ is computed as soon as h⁽ˡ⁾ exists (while it is in cache) and parked
+    # in the δ⁽ˡ⁾ output, which the backward pass then multiplies in place by Wᵀδ: z⁽ˡ⁾ and
+    # h⁽ˡ⁾ are no longer needed after layer l+1, so unless kept they live in reused buffers.
+    h = x
+    for l in range(L):
+        act = ctx.acts[l]
+        width = ctx.weights[l].shape[1]
+        z = ctx.zk[l][s] if ctx.zk[l] is not None else _buffer(ctx, f"z{l % 2}", width, c)
+        np.matmul(h, ctx.weights[l][s].swapaxes(-1, -2), out=z)
+        z += ctx.biases[l][s][:, None, :]
+        ctx.zbad[s, l] = _nonfinite(z)
+        from_h = act.dphi_from_output is not None
+        if ctx.hk[l] is not None:
+            h = _apply(act.phi, z, ctx.hk[l][s])
+        elif isinstance(act.phi, np.ufunc):
+            # In place over z when neither z is kept nor φ' needs z.
+            target = z if (ctx.zk[l] is None and from_h) else _buffer(ctx, "h", width, c)
+            h = _apply(act.phi, z, target)
+        else:
+            h = act.phi(z)  # may return z itself (linear); never written to below
+        d = ctx.deltas[l][s]
+        if from_h:
+            _dphi_from_output(act, h, d)
+        else:
+            d[...] = act.dphi(z)
+
+    # Output layer (2): δ⁽ᴸ⁾ = ∂L/∂g ⊙ φ_out'(z⁽ᴸ⁾); d holds φ_out' already.
+    g = h
+    ctx.loss_value[s] = ctx.lossf.value(g, y)
+    ctx.lossbad[s] = ~np.isfinite(ctx.loss_value[s]).all(axis=-1)
+    d = ctx.deltas[L - 1][s]
+    np.multiply(d, ctx.lossf.grad(g, y), out=d)
+    ctx.dbad[s, L - 1] = _nonfinite(d)
+
+    # Backward (3): δ⁽ˡ⁾ = φ'(z⁽ˡ⁾) ⊙ (δ⁽ˡ⁺¹⁾ W⁽ˡ⁺¹⁾) with samples as rows.
+    for l in range(L - 2, -1, -1):
+        back = _buffer(ctx, "back", ctx.weights[l].shape[1], c)
+        w = ctx.weights[l + 1][s]
+        k = _row_blocks(*back.shape[1:], w.shape[1])
+        if k == 1:
+            np.matmul(ctx.deltas[l + 1][s], w, out=back)
+        else:  # the same products, k row blocks per network (see _row_blocks)
+            rows = back.shape[1] // k
+            np.matmul(
+                ctx.deltas[l + 1][s].reshape(c, k, rows, -1),
+                w[:, None],
+                out=back.reshape(c, k, rows, -1),
+            )
+        d = ctx.deltas[l][s]
+        np.multiply(d, back, out=d)
+        ctx.dbad[s, l] = _nonfinite(d)
+
+    # Gradients (4): batch means over the B samples, plus weight decay.
+    if ctx.gw is not None:
+        B = x.shape[-2]
+        for l in range(L):
+            h_prev = x if l == 0 else ctx.hk[l - 1][s]
+            gw = ctx.gw[l][s]
+            np.matmul(ctx.deltas[l][s].swapaxes(-1, -2), h_prev, out=gw)
+            gw /= B
+            if ctx.weight_decay:
+                gw += ctx.weight_decay * ctx.weights[l][s]
+            np.mean(ctx.deltas[l][s], axis=-2, out=ctx.gb[l][s])
+
+
+def _row_blocks(B: int, n_out: int, n_in: int) -> int:
+    """Row blocks for a ``(B, n_in) @ (n_in, n_out)`` GEMM: 2 when that brings it to ≤ 10⁶ m·n·k.
+
+    OpenBLAS on AVX-512 CPUs computes GEMMs with m·n·k ≤ 10⁶ by a small-matrix kernel
+    without packing, measured ~20% faster here for 64 × 128 × 128 (B = 64, width 128) when
+    split into two 32-row halves. The choice depends only on the layer shapes and B, never on
+    how the networks are split, so it cannot make results depend on threads or chunks.
+    """
+    if B % 2 == 0 and B * n_in * n_out > _SMALL_GEMM >= (B // 2) * n_in * n_out:
+        return 2
+    return 1
+
+
+def _apply(fn, src: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out[...] = fn(src)``, without a temporary when fn is a numpy ufunc."""
+    if isinstance(fn, np.ufunc) and fn.nin == 1 and fn.nout == 1:
+        fn(src, out=out)
+    else:
+        out[...] = fn(src)
+    return out
+
+
+def _dphi_from_output(act, h: np.ndarray, out: np.ndarray) -> None:
+    """``out[...] = φ'`` from h; tanh's 1 − h² in two in-place passes (same bits as the lambda)."""
+    if act.dphi_from_output is _TANH_DPHI:
+        np.multiply(h, h, out=out)
+        np.subtract(1.0, out, out=out)
+    else:
+        out[...] = act.dphi_from_output(h)
+
+
+def _nonfinite(a: np.ndarray) -> np.ndarray:
+    """Per network (axis 0): does the ``(c, B, n)`` block contain inf or NaN?
+
+    One fast pass: a sum is non-finite whenever a term is (inf and NaN propagate); a finite
+    block can still overflow its sum, so suspects are re-checked element by element.
+    """
+    bad = ~np.isfinite(np.add.reduce(a.reshape(a.shape[0], -1), axis=1))
+    if bad.any():
+        bad[bad] = ~np.isfinite(a[bad]).all(axis=(-2, -1))
+    return bad
 
 
 def _dphi(net: MLP, layer: int, z: np.ndarray, h: np.ndarray) -> np.ndarray:
@@ -226,16 +538,62 @@ def _dphi(net: MLP, layer: int, z: np.ndarray, h: np.ndarray) -> np.ndarray:
     return act.dphi(z)
 
 
-def _overflow(zs, deltas, loss_value) -> tuple[np.ndarray, np.ndarray]:
-    """Per-network overflow mask and the first layer where it appears (0 if none)."""
-    M = loss_value.shape[0]
-    first = np.zeros(M, dtype=np.int64)
-    for l, z in enumerate(zs):
-        bad = ~np.isfinite(z).all(axis=(-2, -1))
-        first[(first == 0) & bad] = l + 1
-    bad_loss = ~np.isfinite(loss_value).all(axis=-1)
-    for l in range(len(deltas) - 1, -1, -1):
-        bad = ~np.isfinite(deltas[l]).all(axis=(-2, -1))
-        first[(first == 0) & bad] = l + 1
-    first[(first == 0) & bad_loss] = len(zs)
-    return first > 0, first
+# ---- threads and BLAS ----------------------------------------------------------------------
+
+_LOCK = threading.Lock()
+_BLAS: dict = {"controller": None, "depth": 0, "saved": ()}
+_POOLS: dict = {}
+
+
+def _blas_libraries() -> list:
+    if _BLAS["controller"] is None:
+        _BLAS["controller"] = ThreadpoolController().select(user_api="blas")
+    return _BLAS["controller"].lib_controllers
+
+
+@contextmanager
+def _single_threaded_blas():
+    """Run BLAS with one thread inside; re-entrant and shared by concurrent backprop calls.
+
+    The BLAS thread count is process-wide, so concurrent calls count themselves in and the
+    last one out restores the previous setting.
+    """
+    with _LOCK:
+        if _BLAS["depth"] == 0:
+            libs = _blas_libraries()
+            _BLAS["saved"] = tuple(lib.num_threads for lib in libs)
+            for lib in libs:
+                lib.set_num_threads(1)
+        _BLAS["depth"] += 1
+    try:
+        yield
+    finally:
+        with _LOCK:
+            _BLAS["depth"] -= 1
+            if _BLAS["depth"] == 0:
+                for lib, n in zip(_blas_libraries(), _BLAS["saved"]):
+                    lib.set_num_threads(n)
+
+
+def _default_threads() -> int:
+    """As many threads as BLAS may use now (1 inside a BLAS-limited worker), ≤ usable CPUs."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 1
+    with _LOCK:
+        if _BLAS["depth"] > 0:
+            return 1  # called from inside a running backprop (already parallel)
+        libs = _blas_libraries()
+        blas = max((lib.num_threads for lib in libs), default=cpus)
+    return max(1, min(cpus, blas))
+
+
+def _executor(n: int) -> ThreadPoolExecutor:
+    """A cached pool of n threads (one per process: a forked child gets a fresh one)."""
+    key = (os.getpid(), n)
+    with _LOCK:
+        pool = _POOLS.get(key)
+        if pool is None:
+            pool = _POOLS[key] = ThreadPoolExecutor(n, thread_name_prefix="deltastats-engine")
+    return pool
