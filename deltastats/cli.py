@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import pandas as pd
-
 EXAMPLES = """examples:
   deltastats run                      # built-in default experiment → results/default/
   deltastats run my_experiment.toml   # a flat TOML of Experiment fields
@@ -52,17 +50,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .config import Experiment
-    from .runner import run_experiment
+    from .runner import print_table, run_experiment
 
     exp = Experiment() if args.config is None else Experiment.from_toml(args.config)
     res = run_experiment(exp, args.out, progress=not args.quiet)
-    wide = res.table.pivot_table(
-        index=["layer", "layer_width"], columns="statistic", values=["estimate", "std_error"]
-    )
-    wide.columns = [f"{s} ({'se' if v == 'std_error' else 'est'})" for v, s in wide.columns]
-    with pd.option_context("display.float_format", "{:.4g}".format, "display.width", 120):
-        print(wide.reset_index().rename(columns={"layer_width": "width"}).to_string(index=False))
-    print(f"\nwrote {len(res.files)} files to {res.out_dir}/")
+    print_table(res.table)
+    if res.out_dir is not None:
+        print(f"\nwrote {len(res.files)} files to {res.out_dir}/ (open report.html)")
     return 0
 
 

@@ -102,7 +102,11 @@ def compare(
     se = df["std_error"].to_numpy(dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(se > 0, diff / np.where(se > 0, se, 1.0), np.where(diff == 0, 0.0, np.inf))
-        rel = np.where(df["prediction"] != 0, df["estimate"] / df["prediction"] - 1, np.nan)
+        # A prediction that is zero (or rounding noise around zero, relative to the estimate and
+        # its error) has no meaningful relative error.
+        pred_ = df["prediction"].to_numpy(dtype=float)
+        scale = np.maximum(np.abs(df["estimate"].to_numpy(dtype=float)), se)
+        rel = np.where(np.abs(pred_) > 1e-9 * scale, df["estimate"] / pred_ - 1, np.nan)
     dof = (df["n_networks"].to_numpy() - 1) if "n_networks" in df else np.full(len(df), np.inf)
     p = 2 * stats.t.sf(np.abs(z), np.maximum(dof, 1))
     p_adj = multipletests(p, alpha=alpha, method=correction)[1]

@@ -154,6 +154,17 @@ def _figures(table: pd.DataFrame, params: list[str], meta: dict, folder: Path) -
             )
             ax.set_title("finite-width correction")
             figs += plots.save(ax, folder / "fig_finite_width")[:1]
+    samples_path = folder / "samples.parquet"
+    if samples_path.exists():
+        samples = pd.read_parquet(samples_path)
+        for quantity, g in samples.groupby("quantity", sort=False):
+            sym = "z" if quantity == "z" else "δ"
+            ax = plots.plot_histogram(g)
+            ax.set_title(f"distribution of standardised {sym}⁽ˡ⁾ against N(0, 1)")
+            figs += plots.save(ax, folder / f"fig_{quantity}_histogram")[:1]
+            ax = plots.plot_qq(_qq(g))
+            ax.set_title(f"normal QQ plot of {sym}⁽ˡ⁾")
+            figs += plots.save(ax, folder / f"fig_{quantity}_qq")[:1]
     lv = pooled[pooled["statistic"] == "log_delta_norm_sq_var"]
     if not lv.empty and "layer_width" in lv:
         lv = lv.copy()
@@ -175,6 +186,20 @@ def _figures(table: pd.DataFrame, params: list[str], meta: dict, folder: Path) -
     return figs
 
 
+def _qq(samples: pd.DataFrame, n: int = 200) -> pd.DataFrame:
+    """Sample quantiles at n normal plotting positions, per layer (for a QQ plot)."""
+    from scipy import stats
+
+    p = (np.arange(1, n + 1) - 0.5) / n
+    rows = [
+        pd.DataFrame(
+            {"layer": l, "theoretical": stats.norm.ppf(p), "sample": np.quantile(g["value"], p)}
+        )
+        for l, g in samples.groupby("layer", sort=True)
+    ]
+    return pd.concat(rows, ignore_index=True)
+
+
 def _critical_line(meta: dict, growth: pd.DataFrame) -> pd.DataFrame | None:
     """The theoretical critical line σ_w²(σ_b²) for the sweep's activation, if theory has it."""
     try:
@@ -184,7 +209,7 @@ def _critical_line(meta: dict, growth: pd.DataFrame) -> pd.DataFrame | None:
         base = dict(meta.get("config", {}).get("base", {}))
         act = base.get("activation", Experiment().activation)
         sb2 = np.linspace(growth["sigma_b2"].min(), growth["sigma_b2"].max(), 25)
-        sw2 = [theory.critical_sigma_w(act, sigma_b=float(np.sqrt(s))) ** 2 for s in sb2]
+        sw2 = np.asarray(theory.critical_sigma_w(np.sqrt(sb2), act)) ** 2
         return pd.DataFrame({"sigma_w2": sw2, "sigma_b2": sb2})
     except Exception:  # theory absent or the activation has no critical line
         return None

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
-from . import plots
+from . import theory
+from .compare import compare
 from .config import Experiment
 from .engine import backprop
+from .estimators import FewNetworksWarning, estimate
 from .metadata import metadata, now, write_json_atomic
 
 
@@ -34,64 +36,100 @@ class RunResult:
     files: tuple[Path, ...]
 
 
-def per_network_summaries(exp: Experiment, *, progress: bool = False) -> dict[str, np.ndarray]:
-    """Per-network, per-layer means of δ and δ² over inputs and units.
+def analyse(
+    exp: Experiment,
+    *,
+    progress: bool = False,
+    confidence: float = 0.95,
+    alpha: float = 0.01,
+) -> pd.DataFrame:
+    """Monte Carlo estimates of one experiment beside theory: the unit of work of a sweep point.
 
-    Returns
-    -------
-    dict of str → ndarray ``(M, L)``
-        ``delta_mean`` and ``delta_sq``: network m's average of δ_j⁽ˡ⁾ and δ_j⁽ˡ⁾² over its B
-        inputs and the n_l units. Networks are the independent unit of the design.
-    """
-    net, xlaw, ylaw = exp.net(), exp.input_law(), exp.target_law()
-    out = {"delta_mean": [], "delta_sq": []}
-    starts = range(0, exp.n_networks, exp.chunk)
-    for start in tqdm(starts, disable=not progress, desc=exp.name, unit="chunk"):
-        m = min(exp.chunk, exp.n_networks - start)
-        params = net.sample(m, exp.seed, start=start, dtype=exp.np_dtype)
-        x = xlaw.sample(net.widths[0], exp.batch, exp.seed, n_networks=m, start=start)
-        y = ylaw.sample(x, net.widths[-1], exp.seed, start=start)
-        trace = backprop(net, params, x, y, loss=exp.loss, grads=False, keep_layers=())
-        d = [np.asarray(dl, dtype=np.float64) for dl in trace.delta]
-        out["delta_mean"].append(np.stack([dl.mean(axis=(1, 2)) for dl in d], axis=1))
-        out["delta_sq"].append(np.stack([np.square(dl).mean(axis=(1, 2)) for dl in d], axis=1))
-    return {k: np.concatenate(v) for k, v in out.items()}
-
-
-def analyse(exp: Experiment, *, progress: bool = False, confidence: float = 0.95) -> pd.DataFrame:
-    """Per-layer Monte Carlo table of one experiment (the unit of work of a sweep point).
+    Runs :func:`deltastats.estimate` (intervals from the spread between networks), predicts
+    with :func:`deltastats.theory.predict` where theory covers the setting, and joins them with
+    :func:`deltastats.compare` (Holm-adjusted verdicts at level ``alpha`` across the rows).
 
     Returns
     -------
     DataFrame
-        Columns ``layer, layer_width, statistic, estimate, std_error, ci_low, ci_high, n_networks,
-        n_inputs``; t-intervals across networks (the independent unit).
+        Pooled per-layer rows: ``layer, layer_width, statistic, estimate, std_error, ci_low,
+        ci_high, n_networks, n_inputs, n_overflow, prediction, assumption, rel_error, z_score,
+        p_value, p_adjusted, verdict`` (the theory columns are empty where no prediction
+        exists; ``assumption`` then says why when theory declined the whole setting).
     """
-    from scipy import stats
-
-    s = per_network_summaries(exp, progress=progress)
     net = exp.net()
-    M = exp.n_networks
-    tq = stats.t.ppf(0.5 + confidence / 2, M - 1)
-    rows = []
-    for name, arr in s.items():
-        est = arr.mean(axis=0)
-        se = arr.std(axis=0, ddof=1) / np.sqrt(M)
-        for l in range(net.depth):
-            rows.append(
-                dict(
-                    layer=l + 1,
-                    layer_width=net.widths[l + 1],
-                    statistic=name,
-                    estimate=est[l],
-                    std_error=se[l],
-                    ci_low=est[l] - tq * se[l],
-                    ci_high=est[l] + tq * se[l],
-                    n_networks=M,
-                    n_inputs=exp.batch,
-                )
+    with warnings.catch_warnings():
+        # Few networks is the user's explicit choice here (e.g. --quick); the table says n.
+        warnings.simplefilter("ignore", FewNetworksWarning)
+        est = estimate(
+            net,
+            exp.input_law(),
+            exp.target_law(),
+            exp.loss,
+            n_networks=exp.n_networks,
+            batch=exp.batch,
+            seed=exp.seed,
+            chunk=exp.chunk,
+            confidence=confidence,
+            weight_decay=exp.weight_decay,
+            dtype=exp.np_dtype,
+            progress=progress,
+        )
+    table = est.per_layer()
+    table.insert(1, "layer_width", [net.widths[l] for l in table["layer"]])
+    table["n_overflow"] = est.n_overflow
+    try:
+        pred = theory.predict(net, inputs=exp.input_law(), targets=exp.target_law(), loss=exp.loss)
+    except ValueError as err:
+        table["assumption"] = f"no theory: {err}"
+        return table
+    if exp.batch > 1 or exp.weight_decay:
+        # theory's grad_w_sq is the per-sample gradient without decay; the estimate is the
+        # batch-mean gradient (with λW), a different quantity: do not compare them.
+        pred = pred[pred["statistic"] != "grad_w_sq"]
+    comp = compare(est, pred, alpha=alpha)
+    extra = ["prediction", "assumption", "rel_error", "z_score", "p_value", "p_adjusted"]
+    return table.merge(
+        comp[["layer", "statistic", *extra, "verdict"]], on=["layer", "statistic"], how="left"
+    )
+
+
+def gaussianity_samples(
+    exp: Experiment, *, n_networks: int = 16, max_values: int = 20_000
+) -> pd.DataFrame:
+    """Standardised samples of z⁽ˡ⁾ and δ⁽ˡ⁾ at the first, middle and last hidden layers.
+
+    Drawn from the first ``n_networks`` networks of the experiment (the same random streams as
+    the estimates), standardised per layer by their own mean and standard deviation, and
+    thinned deterministically to at most ``max_values`` per (quantity, layer).
+
+    Returns
+    -------
+    DataFrame
+        Columns ``quantity`` (``"z"`` or ``"delta"``), ``layer``, ``value``.
+    """
+    net = exp.net()
+    L = net.depth
+    layers = sorted({1, max(1, L // 2), max(1, L - 1)})
+    m = min(n_networks, exp.n_networks)
+    params = net.sample(m, exp.seed, dtype=exp.np_dtype)
+    x = exp.input_law().sample(net.widths[0], exp.batch, exp.seed, n_networks=m)
+    y = exp.target_law().sample(x, net.widths[-1], exp.seed)
+    trace = backprop(net, params, x, y, loss=exp.loss, grads=False, keep_layers=layers, warn=False)
+    rng = np.random.default_rng(exp.seed)
+    frames = []
+    for quantity, arrays in (("z", trace.z), ("delta", trace.delta)):
+        for l in layers:
+            v = np.asarray(arrays[l - 1], dtype=np.float64).ravel()
+            v = v[np.isfinite(v)]
+            if v.size < 2 or v.std() == 0:
+                continue
+            if v.size > max_values:
+                v = v[np.sort(rng.choice(v.size, max_values, replace=False))]
+            frames.append(
+                pd.DataFrame({"quantity": quantity, "layer": l, "value": (v - v.mean()) / v.std()})
             )
-    return pd.DataFrame(rows)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def run_experiment(
@@ -101,7 +139,8 @@ def run_experiment(
     progress: bool = True,
     confidence: float = 0.95,
 ) -> RunResult:
-    """Run an experiment and write ``<out_dir>/<name>/`` (table CSV, plot, metadata).
+    """Run an experiment and write ``<out_dir>/<name>/``: per-layer table (CSV), theory beside
+    Monte Carlo, Gaussianity samples, ``metadata.json`` and the report (md, html, figures).
 
     Parameters
     ----------
@@ -124,18 +163,38 @@ def run_experiment(
     files: list[Path] = []
     folder = None
     if out_dir is not None:
+        from .report import write_report
+
         folder = Path(out_dir) / exp.name
         folder.mkdir(parents=True, exist_ok=True)
         csv = folder / "per_layer.csv"
         table.to_csv(csv, index=False)
-        files.append(csv)
-        ax = plots.plot_layer_statistic(table, "delta_sq")
-        ax.set_title(f"{exp.activation}, width {exp.width}, $\\sigma_w^2$ = {exp.sigma_w**2:.3g}")
-        files += plots.save(ax, folder / "delta_sq")
-        files.append(
-            write_json_atomic(
-                folder / "metadata.json",
-                metadata(exp.to_dict(), seed=exp.seed, started=started, finished=now()),
-            )
+        samples = gaussianity_samples(exp)
+        if not samples.empty:
+            samples.to_parquet(folder / "samples.parquet", index=False)
+            files.append(folder / "samples.parquet")
+        meta = metadata(
+            exp.to_dict(), name=exp.name, seed=exp.seed, started=started, finished=now()
         )
+        files += [csv, write_json_atomic(folder / "metadata.json", meta)]
+        rep = write_report(folder)
+        files += [rep.markdown, rep.html, *rep.figures, *rep.tables]
     return RunResult(table, folder, tuple(files))
+
+
+def print_table(table: pd.DataFrame, statistics=("delta_mean", "delta_sq", "z_kurt")) -> None:
+    """Print a compact per-layer view: estimate [CI] per statistic, theory and verdict."""
+    rows = []
+    for (layer, width), g in table.groupby(["layer", "layer_width"], sort=True):
+        row = {"layer": layer, "width": width}
+        for stat in statistics:
+            r = g[g["statistic"] == stat]
+            if r.empty:
+                continue
+            r = r.iloc[0]
+            row[stat] = f"{r.estimate:.4g} [{r.ci_low:.3g}, {r.ci_high:.3g}]"
+            if "prediction" in r and pd.notna(r.get("prediction")):
+                row[f"{stat} theory"] = f"{r.prediction:.4g} ({r.verdict})"
+        rows.append(row)
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(pd.DataFrame(rows).to_string(index=False))

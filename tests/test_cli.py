@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import deltastats as ds
@@ -28,15 +29,29 @@ def test_run_small_config_writes_table_plot_and_metadata(tmp_path, capsys):
     cfg.write_text(SMALL)
     assert main(["run", str(cfg), "--out", str(tmp_path), "--quiet"]) == 0
     folder = tmp_path / "small"
-    for name in ("per_layer.csv", "delta_sq.png", "delta_sq.svg", "metadata.json"):
+    for name in (
+        "per_layer.csv",
+        "fig_delta_sq.png",
+        "fig_delta_sq.svg",
+        "metadata.json",
+        "report.md",
+        "report.html",
+        "comparison.tex",
+        "fig_z_qq.png",
+    ):
         assert (folder / name).exists(), name
     meta = json.loads((folder / "metadata.json").read_text())
     assert meta["config"]["width"] == 16 and meta["seed"] == 0
     assert "numpy" in meta["versions"]
     assert "layer" in capsys.readouterr().out
+    table = pd.read_csv(folder / "per_layer.csv")
+    assert {"prediction", "verdict", "ci_low", "ci_high"} <= set(table.columns)
+    html = (folder / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 4 and "Monte Carlo vs theory" in html
 
 
 def test_run_table_matches_a_direct_computation():
+    """The run's delta_sq is the mean over networks of per-network averages (the CLT row)."""
     from deltastats.runner import run_experiment
 
     exp = Experiment.from_dict(dict(width=8, depth=2, n_networks=6, batch=4, chunk=4))
