@@ -36,7 +36,7 @@ from .inputs import InputLaw
 from .inputs import gaussian as _gaussian_inputs
 from .losses import Loss, get_loss
 from .networks import MLP
-from .quadrature import MOMENT_KINDS, activation_moment, activation_moment2
+from .quadrature import MOMENT_KINDS, activation_moment, activation_moment2, expect2
 from .targets import TargetLaw
 from .targets import zeros as _zero_targets
 
@@ -763,6 +763,147 @@ def backward_moments(
 
 
 # ---------------------------------------------------------------------------------------------
+# two inputs: cross-sample moments for the batch-mean gradient
+# ---------------------------------------------------------------------------------------------
+
+
+def _pair_expect(act: Activation, fn, a: float, logv: float, c: float) -> float:
+    """E[fn(u, w, s)], (u, w) ~ N((m, m), v[[1, c], [c, 1]]), scaled as in :func:`_std_moment`.
+
+    ``fn`` receives the pre-activations and the scale s by which it must divide each φ to be
+    standardised; for positively homogeneous φ the pair is drawn standardised and s = 1.
+    """
+    c = float(np.clip(c, -1.0, 1.0))
+    kw = {"kinks1": act.kinks, "kinks2": act.kinks}
+    if _homogeneous(act):
+        return float(expect2(lambda u, w: fn(u, w, 1.0), a, a, 1.0, 1.0, c, **kw))
+    s = float(np.exp(0.5 * logv))
+    return float(expect2(lambda u, w: fn(u, w, s), a * s, a * s, s * s, s * s, c, **kw))
+
+
+@dataclass(frozen=True)
+class PairMoments:
+    """Moments across two independent inputs a ≠ b of the same network, l = 1 … L.
+
+    Attributes
+    ----------
+    z_corr : ndarray, shape (L,)
+        corr(z⁽ˡ⁾_{a,j}, z⁽ˡ⁾_{b,j}) = κ_l/v_l.
+    h_cross : ndarray, shape (L,)
+        E[h⁽ˡ⁻¹⁾_{a,i} h⁽ˡ⁻¹⁾_{b,i}] (the input of layer l; m_x² for l = 1).
+    delta_cross_sample : ndarray, shape (L,)
+        S^{ab}_l = E[δ⁽ˡ⁾_{a,j} δ⁽ˡ⁾_{b,j}] (may be ±inf only on overflow).
+    """
+
+    z_corr: np.ndarray
+    h_cross: np.ndarray
+    delta_cross_sample: np.ndarray
+
+
+def pair_moments(
+    net: MLP,
+    inputs: InputLaw | None = None,
+    targets: TargetLaw | None = None,
+    loss: str | Loss = "mse",
+    *,
+    forward: ForwardMoments | None = None,
+    backward: BackwardMoments | None = None,
+) -> PairMoments:
+    """Cross-sample recursions for two independent inputs (the c-map of an MLP spec).
+
+    Forward, κ_l = Cov(z_{a,j}, z_{b,j}) with (u_a, u_b) ~ N((m, m), [[v, κ], [κ, v]]) at
+    layer l−1 (Poole et al.'s c-map with means):
+
+        κ_1 = σ_w² m_x² + σ_b²,   κ_l = σ_w² E[φ(u_a)φ(u_b)] + σ_b²                        (P1)
+
+    Backward, under the assumptions of :func:`backward_moments`, with
+    T^{ab} = C^{ab} + (S^{ab} − C^{ab})/n_{l+1} and the Stein terms of (B3):
+
+        S^{ab}_l = E[φ'_aφ'_b](rσ² S^{ab} + μ²r² T^{ab})
+                   + 2r²μσ² D H E[φ'_aφ'_bφ_b] + r²σ⁴ H² E[φ'_aφ_aφ'_bφ_b]                 (P2)
+        C^{ab}_l = E[φ']² μ²r² T^{ab} + 2r²μσ² D H E[φ'] E[φφ'] + r²σ⁴ H² E[φφ']²          (P3)
+        S^{ab}_L = E[g(u_a)g(u_b)], g = (φ_out − μ_y)φ_out',   C^{ab}_L = D_L²            (P0)
+
+    (P0) uses E[y_a y_b] = μ_y² (targets independent across samples, or constant).
+
+    Returns
+    -------
+    PairMoments
+    """
+    phi, phi_out = _check_net(net)
+    mu_y, s_y = _loss_and_targets(net, loss, targets)
+    fw = forward_moments(net, inputs) if forward is None else forward
+    bw = backward_moments(net, inputs, targets, loss, forward=fw) if backward is None else backward
+    L, n = net.depth, net.widths
+    sw2, sb2 = np.array(net.layer_sigma_w) ** 2, np.array(net.layer_sigma_b) ** 2
+    mw = np.array(net.layer_mu_w)
+    p, dp = phi.phi, phi.dphi
+
+    # Forward (P1).
+    corr = np.empty(L)
+    hab = np.empty(L)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        hab[0] = fw.input_mean**2
+        corr[0] = (sw2[0] * fw.input_mean**2 + sb2[0]) * np.exp(-fw.log_var[0])
+        for l in range(1, L):
+            pab = _pair_expect(
+                phi,
+                lambda u, w, sc: p(u) * p(w) / sc**2,
+                fw.a[l - 1],
+                fw.log_var[l - 1],
+                corr[l - 1],
+            )
+            hab[l] = pab * np.exp(fw.log_var[l - 1]) if pab != 0 else 0.0
+            corr[l] = sw2[l] * pab * np.exp(fw.log_var[l - 1] - fw.log_var[l]) + sb2[l] * np.exp(
+                -fw.log_var[l]
+            )
+    corr = np.clip(corr, -1.0, 1.0)
+
+    # Backward (P0)–(P3), in the units of backward_moments: λ = max(s_L, 1).
+    lam_log = max(0.5 * fw.log_var[L - 1], 0.0)
+    rs = np.exp(0.5 * fw.log_var[L - 1] - lam_log)
+    iy = np.exp(-lam_log)
+    po, dpo = phi_out.phi, phi_out.dphi
+
+    def g_out(u, w, sc):
+        return (rs * po(u) / sc - mu_y * iy) * dpo(u) * (rs * po(w) / sc - mu_y * iy) * dpo(w)
+
+    Sab = _pair_expect(phi_out, g_out, fw.a[L - 1], fw.log_var[L - 1], corr[L - 1])
+    log2 = 2 * lam_log
+    D_L = bw.delta_mean[L - 1]
+    Cab = (D_L * np.exp(-lam_log)) ** 2
+    out = np.empty(L)
+    out[L - 1] = Sab * np.exp(log2)
+    for l in range(L - 1, 0, -1):
+        r = n[l + 1] / n[l]
+        s2, mu = sw2[l], mw[l]
+        a, lv, c = fw.a[l - 1], fw.log_var[l - 1], corr[l - 1]
+        s_l = np.exp(0.5 * lv)
+        # D and s_l·H_{l+1} of the layer above, in the (S, C) units e^{log2/2}.
+        with np.errstate(over="ignore", invalid="ignore"):
+            D = bw.delta_mean[l] * np.exp(-0.5 * log2)
+            Hc = bw.hessian[l] * s_l * np.exp(-0.5 * log2)
+        dd = _pair_expect(phi, lambda u, w, sc: dp(u) * dp(w), a, lv, c)
+        ddp = _pair_expect(phi, lambda u, w, sc: dp(u) * dp(w) * p(w) / sc, a, lv, c)
+        pdpd = _pair_expect(phi, lambda u, w, sc: dp(u) * p(u) * dp(w) * p(w) / sc**2, a, lv, c)
+        d1 = float(_std_moment(phi, "dphi", a, lv))
+        pd1 = float(_std_moment(phi, "phi_dphi", a, lv))
+        T_ = Cab + (Sab - Cab) / n[l + 1]
+        S_new = dd * (r * s2 * Sab + mu**2 * r**2 * T_) + (
+            2 * r**2 * mu * s2 * D * Hc * ddp + r**2 * s2**2 * Hc**2 * pdpd
+        )  # (P2)
+        C_new = d1**2 * mu**2 * r**2 * T_ + (
+            2 * r**2 * mu * s2 * D * Hc * d1 * pd1 + r**2 * s2**2 * Hc**2 * pd1**2
+        )  # (P3)
+        k = max(abs(S_new), abs(C_new))
+        k = k if (k > 0 and np.isfinite(k)) else 1.0
+        Sab, Cab, log2 = S_new / k, C_new / k, log2 + np.log(k)
+        with np.errstate(over="ignore"):
+            out[l - 1] = Sab * np.exp(log2) if Sab != 0 else 0.0
+    return PairMoments(z_corr=corr, h_cross=hab, delta_cross_sample=out)
+
+
+# ---------------------------------------------------------------------------------------------
 # exact results for deep linear networks
 # ---------------------------------------------------------------------------------------------
 
@@ -1081,6 +1222,8 @@ def predict(
     inputs: InputLaw | None = None,
     targets: TargetLaw | None = None,
     loss: str | Loss = "mse",
+    *,
+    batch: int = 1,
 ) -> pd.DataFrame:
     """Theory predictions per layer, joinable with the Monte Carlo estimates.
 
@@ -1095,10 +1238,11 @@ def predict(
     ``delta_var``             Var δ⁽ˡ⁾_j = delta_sq − delta_mean²
     ``delta_cross``           E δ⁽ˡ⁾_j δ⁽ˡ⁾_k, j ≠ k, same sample — (B4) (Gaussian only)
     ``delta_norm_sq``         E ‖δ⁽ˡ⁾‖²/n_l (= delta_sq by exchangeability of units)
-    ``grad_w_sq``             E ‖∂L/∂W⁽ˡ⁾‖² of the **per-sample** gradient δ⁽ˡ⁾h⁽ˡ⁻¹⁾ᵀ,
-                              = n_l E[δ²] · n_{l−1} E[h²] under mean-field independence of
-                              ‖δ⁽ˡ⁾‖² and ‖h⁽ˡ⁻¹⁾‖²; compare with a batch of B = 1 (the batch
-                              mean gradient of B > 1 inputs adds cross-sample terms)
+    ``grad_w_sq``             E ‖∂J/∂W⁽ˡ⁾‖² of the batch-mean gradient of ``batch`` = B
+                              inputs (λ = 0), the engine's ``grad_weights``:
+                              n_l n_{l−1}[E[δ²]E[h²] + (B−1) S^{ab} E[h_a h_b]]/B, with
+                              ‖δ‖² and ‖h‖² (and δ_a·δ_b, h_a·h_b) independent in mean
+                              field and the cross-sample terms from :func:`pair_moments`
     ``log_delta_norm_sq_var`` Var log‖δ⁽ˡ⁾‖² — ReLU log-normal (H2), only for relu hidden
                               layers, linear output, σ_b = 0, μ_w = 0, zero targets and
                               Gaussian or sphere inputs
@@ -1118,12 +1262,17 @@ def predict(
         Default ``targets.zeros()``; needs closed-form ``moments`` (not a teacher).
     loss : ``"mse"``
         Cross-entropy is not supported by the theory (ValueError).
+    batch : int
+        B, the number of inputs per network the gradient is averaged over (default 1: the
+        per-sample gradient). Only ``grad_w_sq`` depends on it.
 
     Returns
     -------
     DataFrame
         Columns ``layer`` (1 … L), ``statistic``, ``prediction``, ``assumption``.
     """
+    if isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or batch < 1:
+        raise ValueError(f"batch must be a positive int (inputs per network), got {batch!r}")
     phi, phi_out = _check_net(net)
     inputs = _gaussian_inputs(1.0) if inputs is None else inputs
     targets = _zero_targets() if targets is None else targets
@@ -1144,6 +1293,7 @@ def predict(
         with np.errstate(divide="ignore"):
             log_h2[l - 1] = fw.log_var[l - 2] + np.log(e2)
 
+    pair = pair_moments(net, inputs, targets, loss, forward=fw, backward=bw) if batch > 1 else None
     exact = None
     if phi.name == "linear" and phi_out.name == "linear" and net.init != "orthogonal":
         exact = linear_exact(net, inputs, targets, loss)
@@ -1169,7 +1319,11 @@ def predict(
             add(l, "delta_var", sq * max(rel, 0.0), how)
             add(l, "delta_norm_sq", sq, how)
             add(l, "delta_cross", bw.delta_cross[l - 1], "gaussian")
-            add(l, "grad_w_sq", np.exp(np.log(n[l] * n[l - 1]) + log_sq + log_h2[l - 1]), how)
+            g1 = np.exp(log_sq + log_h2[l - 1])
+            if batch > 1:
+                cross = pair.delta_cross_sample[l - 1] * pair.h_cross[l - 1]
+                g1 = (g1 + (batch - 1) * cross) / batch
+            add(l, "grad_w_sq", n[l] * n[l - 1] * g1, "mean-field")
 
     vx = _input_log_var(inputs, n[0])
     relu_ok = (

@@ -64,7 +64,7 @@ def test_bivariate_with_means_against_monte_carlo():
 
 def test_kink_splitting_is_accurate_where_plain_hermite_is_not():
     """|z| has a kink at 0: split quadrature is exact to 1e-12, plain Gauss–Hermite is not."""
-    m, v = 0.4, 0.49
+    m, v = 0.1, 0.04  # narrow enough that, without declared kinks, plain Gauss–Hermite runs
     s = np.sqrt(v)
     from scipy import special
 
@@ -77,12 +77,16 @@ def test_kink_splitting_is_accurate_where_plain_hermite_is_not():
 
 
 def test_error_control_fires_when_degree_is_too_low():
+    # Gauss–Hermite (narrow Gaussian) on an oscillation it cannot resolve with 8 nodes.
     with pytest.raises(QuadratureError, match="disagree"):
-        expect(lambda z: np.cos(8 * z), degree=8, max_degree=8, on_error="raise")
+        expect(lambda z: np.cos(40 * z), 0.0, 0.09, degree=8, max_degree=8, on_error="raise")
     with pytest.warns(QuadratureWarning):
-        expect(lambda z: np.cos(8 * z), degree=8, max_degree=8)
-    # …and is silent, doubling the degree, when allowed to reach enough nodes.
-    val = expect(lambda z: np.cos(3 * z), degree=8, on_error="raise")
+        expect(lambda z: np.cos(40 * z), 0.0, 0.09, degree=8, max_degree=8)
+    # Piecewise rule (wide Gaussian) too.
+    with pytest.raises(QuadratureError, match="disagree"):
+        expect(lambda z: np.cos(25 * z), 0.0, 4.0, degree=8, max_degree=8, on_error="raise")
+    # …and silent, doubling the degree, when allowed to reach enough nodes.
+    val = expect(lambda z: np.cos(10 * z), 0.0, 0.09, degree=8, on_error="raise")
     assert val == pytest.approx(np.exp(-4.5), abs=1e-12)
 
 

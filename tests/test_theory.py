@@ -167,6 +167,24 @@ def test_delta_mean_with_nonzero_mu_w_matches_monte_carlo(act, mu_w, sw):
     assert abs(pred[(1, "delta_mean")]) > 0.01
 
 
+@pytest.mark.parametrize(("act", "mu_w", "tg"), [("tanh", 0.0, 0.0), ("relu", 0.5, 1.0)])
+def test_batch_mean_weight_gradient_matches_monte_carlo(act, mu_w, tg):
+    """grad_w_sq of the engine's batch-mean gradient (B = 8) with the cross-sample terms."""
+    net = ds.MLP(
+        (128,) + (512,) * 3 + (8,), activation=act, sigma_w=1.3, sigma_b=0.3, mu_w=mu_w, mu_b=0.1
+    )
+    B, M, law = 8, 48, targets.constant(tg)
+    pred = T.predict(net, targets=law, batch=B).set_index(["layer", "statistic"])["prediction"]
+    per_sample = T.predict(net, targets=law).set_index(["layer", "statistic"])["prediction"]
+    params = net.sample(M, 9)
+    x = inputs.gaussian(1.0).sample(128, B, 9, n_networks=M)
+    tr = ds.backprop(net, params, x, law.sample(x, 8, 9))
+    g = {(l, "grad_w_sq"): (w**2).sum(axis=(1, 2)) for l, w in enumerate(tr.grad_weights, 1)}
+    _assert_agrees(pred, g, "grad_w_sq")
+    # averaging over the batch removes most of the per-sample variance: B matters.
+    assert pred[(2, "grad_w_sq")] < 0.5 * per_sample[(2, "grad_w_sq")]
+
+
 # ---------------------------------------------------------------------------------------------
 # exact deep linear results
 # ---------------------------------------------------------------------------------------------
