@@ -1,0 +1,79 @@
+"""Reports from small sweeps; every experiment config runs at its --quick size."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from deltastats.compare import compare, summarize
+from deltastats.report import write_report
+from deltastats.sweeps import run_sweep
+
+EXPERIMENTS = sorted((Path(__file__).parents[1] / "experiments").glob("*.toml"))
+
+
+def test_report_of_a_phase_diagram_sweep(tmp_path):
+    cfg = {
+        "name": "mini_chaos",
+        "seed": 1,
+        "base": {"activation": "tanh", "depth": 5, "width": 16, "n_networks": 8, "batch": 4},
+        "grid": {"sigma_w2": [0.8, 1.6, 2.4], "sigma_b2": [0.0, 0.1]},
+    }
+    run_sweep(cfg, out=tmp_path, progress=False)
+    rep = write_report(tmp_path)
+    md = rep.markdown.read_text()
+    assert "## Monte Carlo vs theory" in md
+    table_lines = [l for l in md.splitlines() if l.startswith("|")]
+    assert len(table_lines) == 2 + 6 and "agrees" in table_lines[0]  # one row per point
+    names = {p.name for p in rep.figures}
+    assert "fig_phase_diagram.png" in names
+    for fig in rep.figures:
+        assert f"]({fig.name})" in md
+    html = rep.html.read_text()
+    assert html.count("data:image/png;base64,") == len(rep.figures)
+    assert (tmp_path / "comparison.tex").read_text().startswith("\\begin{table}")
+    assert rep.summary.startswith("Theory agrees with Monte Carlo in")
+
+
+@pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda p: p.stem)
+def test_every_experiment_runs_quick_and_reports(config, tmp_path):
+    res = run_sweep(config, out=tmp_path, quick=True, progress=False)
+    assert not res.failed
+    assert not res.table.empty
+    rep = write_report(tmp_path)
+    assert rep.markdown.exists() and rep.figures
+
+
+def test_compare_verdicts_and_summary():
+    est = pd.DataFrame(
+        dict(
+            layer=[1, 2, 3],
+            unit=-1,
+            statistic="delta_sq",
+            estimate=[1.0, 2.0, 3.0],
+            std_error=[0.1, 0.1, 0.1],
+            ci_low=0,
+            ci_high=0,
+            n_networks=1000,
+        )
+    )
+    pred = pd.DataFrame(
+        dict(
+            layer=[1, 2, 3],
+            statistic="delta_sq",
+            prediction=[1.05, 2.0, 4.0],
+            assumption="gaussian",
+        )
+    )
+    table = compare(est, pred)
+    assert table["verdict"].tolist() == ["agrees", "agrees", "disagrees"]
+    assert table["z_score"].round(6).tolist() == [-0.5, 0.0, -10.0]
+    # Holm: the smallest p-value is multiplied by the number of rows.
+    assert table["p_adjusted"].iloc[2] == pytest.approx(3 * table["p_value"].iloc[2])
+    assert "delta_sq at layer(s) 3" in summarize(table)
+    lenient = compare(est, pred, rel_tol=0.3)
+    assert (lenient["verdict"] == "agrees").all()
+    with pytest.raises(ValueError, match="alpha"):
+        compare(est, pred, alpha=1.5)
+    with pytest.raises(ValueError, match="lacks columns"):
+        compare(est.drop(columns="std_error"), pred)
