@@ -79,13 +79,14 @@ def analyse(
     table.insert(1, "layer_width", [net.widths[l] for l in table["layer"]])
     table["n_overflow"] = est.n_overflow
     try:
-        pred = theory.predict(net, inputs=exp.input_law(), targets=exp.target_law(), loss=exp.loss)
+        pred = theory.predict(
+            net, inputs=exp.input_law(), targets=exp.target_law(), loss=exp.loss, batch=exp.batch
+        )
     except ValueError as err:
         table["assumption"] = f"no theory: {err}"
         return table
-    if exp.batch > 1 or exp.weight_decay:
-        # theory's grad_w_sq is the per-sample gradient without decay; the estimate is the
-        # batch-mean gradient (with λW), a different quantity: do not compare them.
+    if exp.weight_decay:
+        # theory's grad_w_sq has no λW term (E⟨∂L/∂W, W⟩ ≠ 0 in general): do not compare.
         pred = pred[pred["statistic"] != "grad_w_sq"]
     comp = compare(est, pred, alpha=alpha)
     extra = ["prediction", "assumption", "rel_error", "z_score", "p_value", "p_adjusted"]
