@@ -77,6 +77,8 @@ def test_relu_chi1_is_half_sigma_w_squared(sw2):
     assert float(T.chi1(np.sqrt(sw2), 0.0, "relu")) == pytest.approx(sw2 / 2, abs=1e-12)
     assert float(T.chi1(np.sqrt(sw2), 0.0, "relu", q=3.7)) == pytest.approx(sw2 / 2, abs=1e-12)
     assert float(T.critical_sigma_w(0.0, "relu")) == pytest.approx(np.sqrt(2.0))
+    assert float(T.critical_sigma_w(0.0, "tanh")) == 1.0
+    assert float(T.critical_sigma_w(0.0, "erf")) == pytest.approx(np.sqrt(np.pi) / 2)
 
 
 def test_relu_fixed_points_closed_form():
@@ -153,7 +155,9 @@ def test_delta_sq_matches_monte_carlo(act, factor):
     _assert_agrees(_pred(net), mc, "delta_sq")
 
 
-@pytest.mark.parametrize(("act", "mu_w", "sw"), [("relu", 0.5, 1.2), ("tanh", 1.0, 1.2)])
+@pytest.mark.parametrize(
+    ("act", "mu_w", "sw"), [("relu", 0.5, 1.2), ("tanh", 1.0, 1.2), ("erf", 1.0, 1.0)]
+)
 def test_delta_mean_with_nonzero_mu_w_matches_monte_carlo(act, mu_w, sw):
     """E[δ] ≠ 0 from μ_w and the target; needs the Stein term of (B1)–(B2) at square readout."""
     net = ds.MLP(
@@ -279,6 +283,14 @@ def test_relu_log_norm_variance_constant_by_monte_carlo():
     np.testing.assert_allclose(fl.log_var[layers - 1], logs[:-1].var(axis=1), rtol=0.12)
     p = _pred(net)
     assert p[(1, "log_delta_norm_sq_var")] == pytest.approx(fl.log_var[0])
+    # E log(‖δ‖²/n_l) from (H3), against the per-network means (network = unit).
+    for l in range(1, L + 1):
+        per_net = (logs[l - 1] - np.log(widths[l])).reshape(M, B).mean(axis=1)
+        lo, hi = _ci99(per_net)
+        assert lo - 0.06 <= p[(l, "log_delta_norm_sq_mean")] <= hi + 0.06, (l, lo, hi)
+    # The Gaussian E[δ²] is low by ≈ e^{3β} at this small width (documented finite-width gap).
+    gap = np.log(np.mean(tr.delta[0] ** 2)) - p[(1, "log_delta_sq")]
+    assert gap == pytest.approx(3.0 * fl.beta[0], rel=0.3)
 
 
 # ---------------------------------------------------------------------------------------------
