@@ -578,8 +578,10 @@ def stream(
     n_resamples: int = 1999,
     jackknife_groups: int = 20,
     progress: bool = False,
+    n_jobs: int = 1,
     _stein_q0: float | None = None,
     _warn_overflow: bool = True,
+    _final_only: bool = False,
 ) -> Iterator[Estimates]:
     """Sample networks chunk by chunk and yield the running :class:`Estimates` after each.
 
@@ -625,11 +627,17 @@ def stream(
         uses t with G − 1 degrees of freedom.
     progress : bool
         Show a tqdm bar.
+    n_jobs : int
+        Worker processes (joblib, loky). Each round gives every worker a contiguous range of
+        ``chunk`` networks (BLAS threads per worker limited so workers do not oversubscribe
+        the cores); their accumulators are merged in network order, so the estimates are
+        bit-for-bit those of ``n_jobs=1``. With ``n_jobs > 1`` an estimate is yielded per round
+        of ``n_jobs × chunk`` networks.
 
     Yields
     ------
     Estimates
-        After each chunk.
+        After each chunk (each round with ``n_jobs > 1``).
     """
     n_networks = _check_int(
         "n_networks", n_networks, 2, " (an interval needs the spread of at least 2 networks)"
@@ -660,8 +668,20 @@ def stream(
         per_net = batch * (sum(net.widths) + net.depth) * 3
         chunk = int(max(1, min(n_networks, 2**21 // per_net)))
 
-    acc = BackpropAccumulator(net, batch, keep_networks=(method == "bootstrap"), stein_q0=_stein_q0)
-    n0, nL = net.widths[0], net.widths[-1]
+    n_jobs = _check_int("n_jobs", n_jobs, 1)
+    job = _Job(
+        net,
+        inputs,
+        targets,
+        loss,
+        batch,
+        seed,
+        chunk,
+        weight_decay,
+        np.dtype(dtype),
+        method == "bootstrap",
+        _stein_q0,
+    )
     warned = False
     bar = None
     if progress:
@@ -669,13 +689,9 @@ def stream(
 
         bar = tqdm(total=n_networks, unit="net", desc="deltastats")
     try:
-        for start in range(0, n_networks, chunk):
-            M = min(chunk, n_networks - start)
-            params = net.sample(M, seed, start=start, dtype=dtype)
-            x = inputs.sample(n0, batch, seed, n_networks=M, start=start, dtype=dtype)
-            y = targets.sample(x, nL, seed, start=start, dtype=dtype)
-            trace = backprop(net, params, x, y, loss=loss, weight_decay=weight_decay, warn=False)
-            acc.update(trace, params=params, x=x)
+        total = 0
+        for acc, done in _accumulate(job, n_networks, n_jobs):
+            total += done
             if _warn_overflow and acc.n_overflow and not warned:
                 warned = True
                 warnings.warn(
@@ -685,7 +701,9 @@ def stream(
                     stacklevel=2,
                 )
             if bar is not None:
-                bar.update(M)
+                bar.update(done)
+            if _final_only and until_rel_error is None and total < n_networks:
+                continue  # estimate() needs only the last summary: skip the running ones
             est = summarize(
                 acc, method=method, confidence=confidence, n_resamples=n_resamples, seed=seed
             )
@@ -699,6 +717,94 @@ def stream(
     finally:
         if bar is not None:
             bar.close()
+
+
+@dataclass(frozen=True)
+class _Job:
+    """Everything a worker needs to accumulate a range of networks (picklable)."""
+
+    net: MLP
+    inputs: _inputs.InputLaw
+    targets: _targets.TargetLaw
+    loss: str
+    batch: int
+    seed: int | np.random.SeedSequence
+    chunk: int
+    weight_decay: float
+    dtype: np.dtype
+    keep_networks: bool
+    stein_q0: float | None
+
+    def trace(self, start: int, M: int):
+        """Parameters, inputs and backprop trace of networks ``start … start+M−1``."""
+        n0, nL = self.net.widths[0], self.net.widths[-1]
+        params = self.net.sample(M, self.seed, start=start, dtype=self.dtype)
+        x = self.inputs.sample(
+            n0, self.batch, self.seed, n_networks=M, start=start, dtype=self.dtype
+        )
+        y = self.targets.sample(x, nL, self.seed, start=start, dtype=self.dtype)
+        trace = backprop(
+            self.net, params, x, y, loss=self.loss, weight_decay=self.weight_decay, warn=False
+        )
+        return params, x, trace
+
+    def accumulator(self, start: int = 0, shifts: dict | None = None) -> BackpropAccumulator:
+        return BackpropAccumulator(
+            self.net,
+            self.batch,
+            start=start,
+            shifts=shifts,
+            keep_networks=self.keep_networks,
+            stein_q0=self.stein_q0,
+        )
+
+
+def _accumulate_range(job: _Job, start: int, stop: int, shifts: dict, blas_threads: int):
+    """Worker: accumulate networks ``start … stop−1`` chunk by chunk."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=blas_threads):
+        acc = job.accumulator(start, shifts)
+        for a in range(start, stop, job.chunk):
+            params, x, trace = job.trace(a, min(job.chunk, stop - a))
+            acc.update(trace, params=params, x=x)
+    return acc
+
+
+def _accumulate(job: _Job, n_networks: int, n_jobs: int):
+    """Yield ``(accumulator so far, networks added)`` after each chunk (or round of chunks).
+
+    In parallel, every worker's accumulator uses the shifts of network 0 (as the serial one
+    does) and covers a contiguous network range; merging them in network order gives the
+    serial result bit for bit (:mod:`deltastats.accumulators`).
+    """
+    if n_jobs == 1:
+        acc = job.accumulator()
+        for start in range(0, n_networks, job.chunk):
+            M = min(job.chunk, n_networks - start)
+            params, x, trace = job.trace(start, M)
+            acc.update(trace, params=params, x=x)
+            yield acc, M
+        return
+    import os
+
+    from joblib import Parallel, delayed
+
+    params, x, trace = job.trace(0, 1)
+    shifts = job.accumulator().compute_shifts(trace, params=params, x=x)
+    blas = max(1, (os.cpu_count() or 1) // n_jobs)
+    acc = None
+    with Parallel(n_jobs=n_jobs, backend="loky") as pool:
+        for start in range(0, n_networks, job.chunk * n_jobs):
+            stop = min(start + job.chunk * n_jobs, n_networks)
+            edges = list(range(start, stop, job.chunk)) + [stop]
+            parts = pool(
+                delayed(_accumulate_range)(job, a, b, shifts, blas)
+                for a, b in zip(edges[:-1], edges[1:])
+            )
+            for part in parts:
+                acc = part if acc is None else acc.merge(part)
+            yield acc, stop - start
 
 
 def estimate(
@@ -720,13 +826,16 @@ def estimate(
     n_resamples: int = 1999,
     jackknife_groups: int = 20,
     progress: bool = False,
+    n_jobs: int = 1,
 ) -> Estimates:
     """Monte Carlo estimates of the statistics of δ⁽ˡ⁾ with network-level confidence intervals.
 
     Draws ``n_networks`` networks from ``net`` and ``batch`` inputs per network, runs the
     batched backprop engine chunk by chunk, and returns :class:`Estimates` (drains
-    :func:`stream`; same parameters). Networks that overflow are excluded and counted, with a
-    :class:`~deltastats.NumericalOverflowWarning` that says how many. Warns
+    :func:`stream`; same parameters, including ``n_jobs`` worker processes). Memory does not
+    grow with ``n_networks``: chunks stream through mergeable accumulators. Networks that
+    overflow are excluded and counted, with a :class:`~deltastats.NumericalOverflowWarning`
+    that says how many. Warns
     (:class:`FewNetworksWarning`) below :data:`MIN_NETWORKS` networks.
 
     Examples
@@ -756,7 +865,9 @@ def estimate(
             n_resamples=n_resamples,
             jackknife_groups=jackknife_groups,
             progress=progress,
+            n_jobs=n_jobs,
             _warn_overflow=False,
+            _final_only=True,
         )
     )
     _final_warnings(last)
