@@ -605,7 +605,8 @@ def stream(
         B ≥ 1, inputs per network.
     seed : int or SeedSequence
     chunk : int, optional
-        Networks per engine pass (default: about 2²¹ floats per array).
+        Networks per engine pass (default: about 2²² floats of traces, parameters and
+        gradients per pass). Results do not depend on it.
     confidence : float
         γ ∈ (0, 1).
     method : {"clt", "jackknife", "bootstrap"}
@@ -665,8 +666,11 @@ def stream(
     if np.dtype(dtype) not in (np.float32, np.float64):
         raise ValueError(f"dtype must be np.float32 or np.float64, got {dtype}")
     if chunk is None:
-        per_net = batch * (sum(net.widths) + net.depth) * 3
-        chunk = int(max(1, min(n_networks, 2**21 // per_net)))
+        # Floats held per network in one pass: z, h, δ per sample, plus parameters and weight
+        # gradients (n_l·n_{l−1} each); aim at ~2²² floats (32 MB in float64) per chunk.
+        n_weights = sum(a * b for a, b in zip(net.widths[:-1], net.widths[1:]))
+        per_net = batch * (sum(net.widths) + net.depth) * 3 + 2 * n_weights
+        chunk = int(max(1, min(n_networks, 2**22 // per_net)))
 
     n_jobs = _check_int("n_jobs", n_jobs, 1)
     job = _Job(

@@ -220,15 +220,18 @@ class MLP:
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {dtype}")
-        per_net = [self._draw_one(rng) for rng in network_rngs(seed, "params", start, n_networks)]
+        # Preallocate and fill network by network: no per-network lists to stack (which would
+        # hold every parameter twice).
         weights = tuple(
-            np.stack([p[0][l] for p in per_net]).astype(dtype, copy=False)
-            for l in range(self.depth)
+            np.empty((n_networks, b, a), dtype=dtype)
+            for a, b in zip(self.widths[:-1], self.widths[1:])
         )
-        biases = tuple(
-            np.stack([p[1][l] for p in per_net]).astype(dtype, copy=False)
-            for l in range(self.depth)
-        )
+        biases = tuple(np.empty((n_networks, b), dtype=dtype) for b in self.widths[1:])
+        for i, rng in enumerate(network_rngs(seed, "params", start, n_networks)):
+            ws, bs = self._draw_one(rng)
+            for l in range(self.depth):
+                weights[l][i] = ws[l]
+                biases[l][i] = bs[l]
         return Params(weights, biases, start=int(start))
 
     def _draw_one(self, rng: np.random.Generator) -> tuple[list, list]:
