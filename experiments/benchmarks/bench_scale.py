@@ -1,0 +1,198 @@
+"""Scale benchmark: flat memory, time to precision, allocation gain, parallel sweeps.
+
+Run:  python experiments/benchmarks/bench_scale.py [--quick] [--networks 10000 100000 1000000]
+
+Measures, in one run, on this machine:
+1. peak RSS of ``estimate`` over growing numbers of networks (width 128, depth 10), each size
+   in its own subprocess (``ru_maxrss``), so one size's memory cannot hide another's;
+2. wall time of ``estimate(…, until_rel_error=0.01)`` on the default experiment, with the
+   default inputs per network and with the allocation ``suggest_allocation`` proposes from a
+   pilot run (same target precision);
+3. an 8-point sweep with ``--jobs 1`` and ``--jobs 2`` (speed-up ratio).
+Writes ``results/benchmarks_scale.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+
+CHILD = """
+import json, resource, sys, time, warnings
+import deltastats as ds
+warnings.simplefilter("ignore")
+n = int(sys.argv[1])
+net = ds.MLP((128,) * 10 + (1,), activation="tanh", sigma_w=1.5 ** 0.5)
+t0 = time.perf_counter()
+est = ds.estimate(net, n_networks=n, batch=4, seed=0, chunk=64)
+dt = time.perf_counter() - t0
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB -> MB on Linux
+print(json.dumps({"n": n, "seconds": dt, "rss_mb": rss,
+                  "delta_sq_1": float(est.per_layer("delta_sq")["estimate"].iloc[0])}))
+"""
+
+
+def memory(sizes: list[int]) -> list[dict]:
+    out = []
+    for n in sizes:
+        res = subprocess.run(
+            [sys.executable, "-c", CHILD, str(n)], capture_output=True, text=True, check=True
+        )
+        out.append(json.loads(res.stdout.strip().splitlines()[-1]))
+        print(f"  memory: {out[-1]}", flush=True)
+    return out
+
+
+def time_to_precision(quick: bool) -> dict:
+    import deltastats as ds
+    from deltastats.config import Experiment
+
+    exp = Experiment()
+    net, xlaw, ylaw = exp.net(), exp.input_law(), exp.target_law()
+    target = 0.05 if quick else 0.01
+    cap = 2_000 if quick else 100_000
+
+    def run(batch: int) -> tuple[float, ds.Estimates]:
+        t0 = time.perf_counter()
+        est = ds.estimate(
+            net, xlaw, ylaw, n_networks=cap, batch=batch, seed=1, chunk=64, until_rel_error=target
+        )
+        return time.perf_counter() - t0, est
+
+    t_default, e_default = run(exp.batch)
+    # Cost model for the allocation: time per network (sampling its parameters) and per input
+    # (its forward/backward work), measured on a pilot.
+    t0 = time.perf_counter()
+    net.sample(64, 0)
+    c_net = (time.perf_counter() - t0) / 64
+    params = net.sample(64, 0)
+    x = xlaw.sample(net.widths[0], 64, 0, n_networks=64)
+    y = ylaw.sample(x, net.widths[-1], 0)
+    t0 = time.perf_counter()
+    ds.backprop(net, params, x, y)
+    c_in = (time.perf_counter() - t0) / (64 * 64)
+    pilot = ds.estimate(net, xlaw, ylaw, n_networks=128, batch=exp.batch, seed=2)
+    advice = ds.suggest_allocation(pilot, c_net, c_in, rel_half_width=target)
+    # Cap at 1024 inputs per network: beyond that one chunk's trace no longer fits in memory.
+    b_star = int(np.clip(round(advice["inputs_per_network"].median()), 1, 1024))
+    t_alloc, e_alloc = run(b_star)
+    return {
+        "target_rel_half_width": target,
+        "default_batch": exp.batch,
+        "default_seconds": t_default,
+        "default_networks": e_default.n_networks,
+        "suggested_batch": b_star,
+        "suggested_seconds": t_alloc,
+        "suggested_networks": e_alloc.n_networks,
+        "cost_per_network_ms": 1e3 * c_net,
+        "cost_per_input_ms": 1e3 * c_in,
+        "gain": t_default / t_alloc,
+    }
+
+
+def sweep_speedup(quick: bool) -> dict:
+    from deltastats.sweeps import run_sweep
+
+    cfg = {
+        "name": "bench_sweep",
+        "seed": 0,
+        "base": {
+            "depth": 10,
+            "width": 64,
+            "n_networks": 64 if quick else 256,
+            "batch": 16,
+            "chunk": 64,
+        },
+        "grid": {"sigma_w2": [0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.2]},
+    }
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for jobs in (1, 2):
+            t0 = time.perf_counter()
+            run_sweep(cfg, out=Path(tmp) / f"j{jobs}", jobs=jobs, progress=False)
+            out[f"jobs{jobs}_seconds"] = time.perf_counter() - t0
+    out["speedup"] = out["jobs1_seconds"] / out["jobs2_seconds"]
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
+    p.add_argument(
+        "--networks",
+        type=int,
+        nargs="+",
+        default=None,
+        help="network counts for the memory test (default 1e3 1e4 1e5)",
+    )
+    args = p.parse_args()
+    warnings.simplefilter("ignore")
+    sizes = args.networks or ([200, 2000] if args.quick else [1_000, 10_000, 100_000])
+    print("memory …", flush=True)
+    mem = memory(sizes)
+    print("time to precision …", flush=True)
+    ttp = time_to_precision(args.quick)
+    print(f"  {ttp}", flush=True)
+    print("sweep speed-up …", flush=True)
+    sw = sweep_speedup(args.quick)
+    print(f"  {sw}", flush=True)
+    lines = [
+        "# Scale benchmark",
+        "",
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"python {platform.python_version()}. Command: `python "
+        f"experiments/benchmarks/bench_scale.py{' --quick' if args.quick else ''}`.",
+        "",
+        "## Peak memory of `estimate` (width 128, depth 10, B = 4, chunk 64)",
+        "",
+        "| networks | wall time (s) | peak RSS (MB) | RSS / RSS at smallest |",
+        "|---:|---:|---:|---:|",
+    ]
+    for m in mem:
+        lines.append(
+            f"| {m['n']:,} | {m['seconds']:.1f} | {m['rss_mb']:.0f} | "
+            f"{m['rss_mb'] / mem[0]['rss_mb']:.2f} |"
+        )
+    lines += [
+        "",
+        "## Time to precision (default experiment, `until_rel_error`)",
+        "",
+        f"Target: every layer's `delta_sq` CI half-width ≤ {ttp['target_rel_half_width']:.0%} "
+        "of its value.",
+        "",
+        "| inputs per network B | networks used | wall time (s) |",
+        "|---:|---:|---:|",
+        f"| {ttp['default_batch']} (default) | {ttp['default_networks']:,} | "
+        f"{ttp['default_seconds']:.1f} |",
+        f"| {ttp['suggested_batch']} (`suggest_allocation`) | {ttp['suggested_networks']:,} | "
+        f"{ttp['suggested_seconds']:.1f} |",
+        "",
+        f"Gain from the suggested allocation: **{ttp['gain']:.2f}×** (measured costs: "
+        f"{ttp['cost_per_network_ms']:.3f} ms per network, {ttp['cost_per_input_ms']:.4f} ms "
+        "per input).",
+        "",
+        "## Sweep of 8 points, `--jobs 1` vs `--jobs 2`",
+        "",
+        f"{sw['jobs1_seconds']:.1f} s vs {sw['jobs2_seconds']:.1f} s: speed-up "
+        f"**{sw['speedup']:.2f}×** (target ≥ 1.7×).",
+        "",
+    ]
+    path = ROOT / "results" / "benchmarks_scale.md"
+    path.write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
