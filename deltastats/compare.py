@@ -56,7 +56,8 @@ def compare(
     predictions : DataFrame
         Columns ``layer, statistic, prediction`` (``assumption`` optional).
     alpha : float
-        Family-wise (Holm) or false-discovery (BH) level, in (0, 1).
+        Family-wise (Holm) or false-discovery (BH) level, in (0, 1). Rows whose estimate or
+        standard error is not finite get the verdict ``"undefined"`` and stay out of the family.
     correction : str
         Any ``statsmodels.stats.multitest.multipletests`` method: ``"holm"``, ``"fdr_bh"``,
         ``"bonferroni"``, …
@@ -70,9 +71,9 @@ def compare(
     DataFrame
         Columns :data:`COLUMNS` (plus any extra key columns): ``rel_error`` =
         estimate/prediction − 1, ``z_score``, ``p_value``, ``p_adjusted``, ``verdict`` ∈
-        {``"agrees"``, ``"disagrees"``}. Rows whose prediction is missing or not finite are
-        dropped (theory does not cover every statistic); rows with zero standard error are
-        tested exactly (agree only if equal).
+        {``"agrees"``, ``"disagrees"``, ``"undefined"``}. Rows whose prediction is missing or
+        not finite are dropped (theory does not cover every statistic); rows with zero
+        standard error are tested exactly (agree only if equal).
     """
     if hasattr(estimates, "per_layer"):
         estimates = estimates.per_layer()
@@ -108,14 +109,20 @@ def compare(
         scale = np.maximum(np.abs(df["estimate"].to_numpy(dtype=float)), se)
         rel = np.where(np.abs(pred_) > 1e-9 * scale, df["estimate"] / pred_ - 1, np.nan)
     dof = (df["n_networks"].to_numpy() - 1) if "n_networks" in df else np.full(len(df), np.inf)
-    p = 2 * stats.t.sf(np.abs(z), np.maximum(dof, 1))
-    p_adj = multipletests(p, alpha=alpha, method=correction)[1]
+    # An estimate that is not finite (e.g. log‖δ‖² = −inf where a ReLU layer died) or has no
+    # standard error cannot be tested: it is "undefined", kept out of the multiple-testing family.
+    valid = np.isfinite(df["estimate"].to_numpy(dtype=float)) & np.isfinite(se)
+    p = np.full(len(df), np.nan)
+    p_adj = np.full(len(df), np.nan)
+    p[valid] = 2 * stats.t.sf(np.abs(z[valid]), np.maximum(dof[valid], 1))
+    if valid.any():
+        p_adj[valid] = multipletests(p[valid], alpha=alpha, method=correction)[1]
     df["rel_error"] = rel
-    df["z_score"] = z
+    df["z_score"] = np.where(valid, z, np.nan)
     df["p_value"] = p
     df["p_adjusted"] = p_adj
     ok = (p_adj > alpha) | (np.abs(np.nan_to_num(rel, nan=np.inf)) <= rel_tol)
-    df["verdict"] = np.where(ok, "agrees", "disagrees")
+    df["verdict"] = np.where(valid, np.where(ok, "agrees", "disagrees"), "undefined")
     for c in ("ci_low", "ci_high"):
         if c not in df:
             df[c] = np.nan
@@ -126,17 +133,37 @@ def compare(
 
 def summarize(table: pd.DataFrame) -> str:
     """One-paragraph plain-language summary of a :func:`compare` table."""
-    n, agree = len(table), int((table["verdict"] == "agrees").sum())
+    undefined = int((table["verdict"] == "undefined").sum())
+    n, agree = len(table) - undefined, int((table["verdict"] == "agrees").sum())
     text = f"Theory agrees with Monte Carlo in {agree} of {n} rows."
+    if undefined:
+        text += f" {undefined} rows are undefined (estimate not finite, e.g. dead ReLU layers)."
     bad = table[table["verdict"] == "disagrees"]
     if not bad.empty:
         parts = []
         for stat, g in bad.groupby("statistic", sort=True):
-            layers = ", ".join(str(int(v)) for v in sorted(g["layer"].unique()))
+            layers = _ranges(sorted(int(v) for v in g["layer"].unique()))
             worst = g.loc[g["z_score"].abs().idxmax()]
             parts.append(
                 f"{stat} at layer(s) {layers} (largest gap at layer {int(worst['layer'])}: "
-                f"relative error {worst['rel_error']:+.1%}, z = {worst['z_score']:.1f})"
+                + (
+                    f"relative error {worst['rel_error']:+.1%}, "
+                    if np.isfinite(worst["rel_error"])
+                    else ""
+                )
+                + f"z = {worst['z_score']:.1f})"
             )
         text += " Disagreements: " + "; ".join(parts) + "."
     return text
+
+
+def _ranges(values: list[int]) -> str:
+    """``[1, 2, 3, 5]`` → ``"1–3, 5"``."""
+    parts, start = [], None
+    for i, v in enumerate(values):
+        if start is None:
+            start = v
+        if i + 1 == len(values) or values[i + 1] != v + 1:
+            parts.append(str(start) if start == v else f"{start}–{v}")
+            start = None
+    return ", ".join(parts)

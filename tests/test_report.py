@@ -77,3 +77,23 @@ def test_compare_verdicts_and_summary():
         compare(est, pred, alpha=1.5)
     with pytest.raises(ValueError, match="lacks columns"):
         compare(est.drop(columns="std_error"), pred)
+
+
+def test_compare_marks_non_finite_estimates_undefined_and_keeps_them_out_of_holm():
+    est = pd.DataFrame(
+        dict(
+            layer=[1, 2],
+            unit=-1,
+            statistic="log_delta_norm_sq_var",
+            estimate=[float("nan"), 1.0],
+            std_error=[float("nan"), 0.1],
+            n_networks=100,
+        )
+    )
+    pred = pd.DataFrame(
+        dict(layer=[1, 2], statistic="log_delta_norm_sq_var", prediction=[1.0, 1.0])
+    )
+    table = compare(est, pred)
+    assert table["verdict"].tolist() == ["undefined", "agrees"]
+    assert table["p_adjusted"].iloc[1] == table["p_value"].iloc[1]  # a family of one
+    assert "1 rows are undefined" in summarize(table)
