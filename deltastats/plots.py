@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 
@@ -27,6 +28,7 @@ STAT_LABELS = {
     "delta_sq": r"$\mathrm{E}[\delta_j^{(l)2}]$",
     "delta_mean": r"$\mathrm{E}[\delta_j^{(l)}]$",
     "stein_delta_mean": r"Stein $\mathrm{E}[L(z_j-\mu_j)]/\sigma_j^2$",
+    "stein_gap": r"Stein $-$ pathwise $\mathrm{E}[\delta_j^{(l)}]$",
     "delta_var": r"$\mathrm{Var}[\delta_j^{(l)}]$",
     "delta_norm_sq": r"$\mathrm{E}\,\|\delta^{(l)}\|^2/n_l$",
     "z_var": r"$\mathrm{Var}[z_j^{(l)}]$",
@@ -121,6 +123,7 @@ def plot_layer_statistic(
     if log:
         ax.set_yscale("log")
     ax.set_xlabel("layer $l$")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel(STAT_LABELS.get(stats_[0], stats_[0]) if len(stats_) == 1 else "estimate")
     ax.axhline(0, color="0.7", lw=0.6, zorder=0) if not log else None
     ax.legend(frameon=False, fontsize="small")

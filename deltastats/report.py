@@ -112,24 +112,18 @@ def _pooled_mask(table: pd.DataFrame) -> pd.Series:
 def _figures(table: pd.DataFrame, params: list[str], meta: dict, folder: Path) -> list[Path]:
     figs: list[Path] = []
     pooled = table[_pooled_mask(table)]
-    npoints = len(pooled.groupby(params)) if params else 1
-    hue = None
-    if params:
-        varying = [p for p in params if pooled[p].nunique() > 1]
-        hue = varying[0] if len(varying) == 1 else None
-    small = npoints == 1 or (hue is not None and npoints <= 8)
-    if small and (pooled["statistic"] == "delta_sq").any():
-        ax = plots.plot_layer_statistic(pooled, "delta_sq", hue=hue)
-        ax.set_title("per-layer second moment of δ (band: CI; dashed: theory)")
-        figs += plots.save(ax, folder / "fig_delta_sq")[:1]
-    if small and (pooled["statistic"] == "delta_mean").any():
-        stats_ = ["delta_mean"] + (
-            ["stein_delta_mean"] if (pooled["statistic"] == "stein_delta_mean").any() else []
-        )
-        sub = pooled if hue is None else pooled[pooled[hue] == sorted(pooled[hue].unique())[-1]]
-        ax = plots.plot_layer_statistic(sub, stats_, log=False)
-        ax.set_title("mean of δ: pathwise" + (" vs Stein" if len(stats_) > 1 else ""))
-        figs += plots.save(ax, folder / "fig_delta_mean")[:1]
+    varying = [p for p in params if pooled[p].nunique() > 1]
+    titles = {
+        "delta_sq": "second moment of δ per layer (band: CI; dashed: theory)",
+        "delta_mean": "mean of δ per layer (band: CI; dashed: Gaussian-assumption theory)",
+        "stein_gap": "Stein minus pathwise estimate of E[δ_j] (band: CI)",
+    }
+    for stat, title in titles.items():
+        if (pooled["statistic"] == stat).any():
+            fig = _facets(pooled, stat, varying)
+            if fig is not None:
+                fig.suptitle(title, fontsize="medium")
+                figs += plots.save(fig.axes[0], folder / f"fig_{stat}")[:1]
     if {"sigma_w2", "sigma_b2"} <= set(params):
         growth = log_growth(table, params)
         critical = _critical_line(meta, growth)
@@ -176,7 +170,8 @@ def _figures(table: pd.DataFrame, params: list[str], meta: dict, folder: Path) -
             lv,
             x="beta",
             y="estimate",
-            hue=hue,
+            ylabel=r"$\mathrm{Var}[\log\|\delta^{(l)}\|^2]$",
+            hue=varying[0] if len(varying) == 1 else None,
             yerr=None,
             theory="prediction" if "prediction" in lv and lv["prediction"].notna().any() else None,
             xlabel=r"$\beta = \sum_j 1/n_j$",
@@ -184,6 +179,36 @@ def _figures(table: pd.DataFrame, params: list[str], meta: dict, folder: Path) -
         ax.set_title("finite-width fluctuations of log‖δ‖²")
         figs += plots.save(ax, folder / "fig_log_norm_variance")[:1]
     return figs
+
+
+def _facets(pooled: pd.DataFrame, stat: str, varying: list[str]):
+    """Per-layer plot of one statistic: one panel per value of the first swept parameter,
+    one colour per value of the second; ``None`` when the sweep is too large to read."""
+    import matplotlib.pyplot as plt
+
+    if len(varying) > 2:
+        return None
+    panel = varying[0] if len(varying) == 2 else None
+    hue = varying[-1] if varying else None
+    panels = [None] if panel is None else sorted(pooled[panel].unique())
+    if len(panels) > 4 or (hue is not None and pooled[hue].nunique() > 8):
+        return None
+    fig, axes = plt.subplots(
+        1,
+        len(panels),
+        figsize=(4.6 * len(panels) + 0.8, 3.8),
+        layout="constrained",
+        squeeze=False,
+    )
+    for ax, value in zip(axes[0], panels):
+        sub = pooled if panel is None else pooled[pooled[panel] == value]
+        positive = bool((sub.loc[sub["statistic"] == stat, "estimate"] > 0).all())
+        plots.plot_layer_statistic(
+            sub, stat, hue=hue, ax=ax, log=None if stat == "delta_sq" and positive else False
+        )
+        if panel is not None:
+            ax.set_title(f"{panel} = {value}", fontsize="small")
+    return fig
 
 
 def _qq(samples: pd.DataFrame, n: int = 200) -> pd.DataFrame:
