@@ -1,0 +1,487 @@
+"""Speed of the backprop engine against its floor, the machine, autograd frameworks and a loop.
+
+Run (from the repository root)::
+
+    python experiments/benchmarks/bench_engine.py            # full: widths 32, 128, 512
+    python experiments/benchmarks/bench_engine.py --quick    # widths 32, 128, fewer repetitions
+
+Workload (the same for every contender): M = 256 random tanh networks (fewer at width
+512, see ``--max-weights-gb``) of depth L = 10 and
+constant width n (widths ``(n,) * 11``, linear output), B = 64 inputs per network (one batch
+per network), loss ½‖g − y‖² per sample, forward pass plus δ⁽ˡ⁾ = ∂L/∂z⁽ˡ⁾ of every layer
+(no weight gradients), in float64 and float32.
+
+FLOPs are counted as matmul FLOPs only, 2·M·B·n_in·n_out per matmul: L forward matmuls and
+L − 1 backward matmuls (δ⁽¹⁾ needs no product with W⁽¹⁾), i.e. 2·M·B·n²·(2L − 1). Element-wise
+work (tanh, φ', bias) is not counted, so every rate is "useful matmul FLOPs per second".
+
+Contenders, timed in the same run and interleaved repetition by repetition (so load from
+other jobs hits all of them alike); reported as median GFLOP/s with the min–max over
+repetitions and as ratios:
+
+(a) ``deltastats.backprop(..., grads=False)`` (keeps z, h and δ of every layer, the default),
+    (a') with ``keep_layers=()`` (δ only, what the runner asks for), (a'') keeping all but
+    passing the previous trace as ``out=`` (no fresh memory to page in: a streaming loop);
+(b) the engine's bare matmuls: the same 2L − 1 stacked matmul calls per chunk, same thread
+    split, no element-wise work — the floor the engine can reach; also the same matmuls as
+    whole-stack numpy ``matmul`` calls with multi-threaded BLAS (the pre-threading engine);
+(c) one large square GEMM with the same FLOP count (multi-threaded BLAS): the machine's rate;
+(d) PyTorch autograd with ``bmm`` (``baddbmm`` forward, ``retain_grad`` for δ; z⁽¹⁾ is made a
+    leaf so autograd does not compute an input gradient nobody asked for), when installed;
+(e) JAX ``jit(vmap(grad))`` with respect to zero perturbations of every z (the gradient with
+    respect to a perturbation of z⁽ˡ⁾ is δ⁽ˡ⁾), when installed;
+(f) a per-network Python loop of 2-D numpy matmuls (multi-threaded BLAS).
+
+Every contender's δ⁽¹⁾ (the deepest backpropagated one) is compared with the engine's as a
+check that all compute the same thing. Writes ``results/benchmarks.md`` and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import gc
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+import deltastats as ds  # noqa: E402
+from deltastats import engine as _engine  # noqa: E402
+
+DEPTH = 10
+NETWORKS = 256
+BATCH = 64
+SIGMA_W, SIGMA_B = 1.0, 0.1
+BARE = "(b) engine's bare matmuls"
+
+
+# ---- workload --------------------------------------------------------------------------------
+def make_workload(width: int, dtype, M: int, B: int, L: int, seed: int = 0):
+    """Spec, parameters, inputs and targets for one (width, dtype) cell.
+
+    Parameters are drawn directly in bulk (W ~ N(0, σ_w²/n), b ~ N(0, σ_b²)), the law of
+    ``MLP.sample``; per-network streams would only make the set-up slow at width 512.
+    """
+    net = ds.MLP((width,) * (L + 1), activation="tanh", sigma_w=SIGMA_W, sigma_b=SIGMA_B)
+    rng = np.random.default_rng(seed)
+    weights = tuple(
+        (rng.standard_normal((M, width, width)) * (SIGMA_W / np.sqrt(width))).astype(dtype)
+        for _ in range(L)
+    )
+    biases = tuple((rng.standard_normal((M, width)) * SIGMA_B).astype(dtype) for _ in range(L))
+    x = rng.standard_normal((M, B, width)).astype(dtype)
+    y = rng.standard_normal((M, B, width)).astype(dtype)
+    return net, ds.Params(weights, biases), x, y
+
+
+def matmul_flops(M: int, B: int, width: int, L: int) -> float:
+    """2·M·B·n_in·n_out per matmul; L forward + (L − 1) backward matmuls."""
+    return 2.0 * M * B * width * width * (2 * L - 1)
+
+
+# ---- contenders ------------------------------------------------------------------------------
+def engine_runner(net, params, x, y, reuse: bool = False, **kw) -> Callable[[], np.ndarray]:
+    """``backprop(grads=False)``; with ``reuse`` each call passes the previous trace as ``out``."""
+    state = {}
+
+    def run():
+        trace = ds.backprop(net, params, x, y, grads=False, out=state.get("out"), **kw)
+        if reuse:
+            state["out"] = trace
+        return trace.delta[0]
+
+    return run
+
+
+def bare_matmuls_runner(params, x) -> Callable[[], None]:
+    """The engine's matmul calls only: same chunks, same threads, single-threaded BLAS."""
+    W = params.weights
+    M, B, n = x.shape
+    widths = (n,) * (len(W) + 1)
+    chunk, n_threads = _engine._plan(M, B, widths, None, None)
+    tasks = [slice(m0, min(m0 + chunk, M)) for m0 in range(0, M, chunk)]
+    local = __import__("threading").local()
+
+    def one(s):
+        bufs = local.__dict__.setdefault("bufs", [np.empty((chunk, B, n), x.dtype) for _ in "ab"])
+        c = s.stop - s.start
+        a, b = bufs[0][:c], bufs[1][:c]
+        h = x[s]
+        for l in range(len(W)):
+            out = a if l % 2 == 0 else b
+            np.matmul(h, W[l][s].swapaxes(-1, -2), out=out)
+            h = out
+        for l in range(len(W) - 2, -1, -1):
+            out = a if h is b else b
+            np.matmul(h, W[l + 1][s], out=out)
+            h = out
+
+    pool = ThreadPoolExecutor(n_threads) if n_threads > 1 else None
+
+    def run():
+        with threadpool_limits(1, user_api="blas"):
+            if pool is None:
+                for s in tasks:
+                    one(s)
+            else:
+                list(pool.map(one, tasks))
+
+    return run
+
+
+def stacked_matmuls_runner(params, x) -> Callable[[], None]:
+    """The same matmuls as whole-stack numpy calls, multi-threaded BLAS (the old engine)."""
+    W = params.weights
+    a, b = np.empty_like(x), np.empty_like(x)
+
+    def run():
+        h = x
+        for l in range(len(W)):
+            out = a if l % 2 == 0 else b
+            np.matmul(h, W[l].swapaxes(-1, -2), out=out)
+            h = out
+        for l in range(len(W) - 2, -1, -1):
+            out = a if h is b else b
+            np.matmul(h, W[l + 1], out=out)
+            h = out
+
+    return run
+
+
+def gemm_runner(flops: float, dtype) -> tuple[Callable[[], None], float]:
+    """One square N×N GEMM with 2N³ ≈ ``flops``; returns the runner and its exact FLOPs."""
+    N = max(1, round((flops / 2.0) ** (1.0 / 3.0)))
+    rng = np.random.default_rng(1)
+    A = rng.standard_normal((N, N)).astype(dtype)
+    Bm = rng.standard_normal((N, N)).astype(dtype)
+    C = np.empty((N, N), dtype=dtype)
+
+    def run():
+        np.matmul(A, Bm, out=C)
+
+    return run, 2.0 * N**3
+
+
+def loop_runner(params, x, y) -> Callable[[], np.ndarray]:
+    """One network at a time, 2-D matmuls (samples as rows), same arithmetic as the engine."""
+    W, b = params.weights, params.biases
+    L = len(W)
+
+    def run():
+        out = np.empty_like(x)
+        for m in range(x.shape[0]):
+            h, hs = x[m], []
+            for l in range(L):
+                z = h @ W[l][m].T
+                z += b[l][m]
+                h = np.tanh(z) if l < L - 1 else z
+                hs.append(h)
+            d = h - y[m]
+            for l in range(L - 2, -1, -1):
+                d = (d @ W[l + 1][m]) * (1.0 - hs[l] * hs[l])
+            out[m] = d
+        return out
+
+    return run
+
+
+def torch_runner(params, x, y, threads: int):
+    try:
+        import torch
+    except ImportError:
+        return None, None
+    torch.set_num_threads(threads)
+    W = [torch.from_numpy(w) for w in params.weights]  # shares memory, no copy
+    bias = [torch.from_numpy(b).unsqueeze(1) for b in params.biases]
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    L = len(W)
+
+    def run():
+        h, zs = xt, []
+        for l in range(L):
+            z = torch.baddbmm(bias[l], h, W[l].transpose(1, 2))
+            if l == 0:
+                z = z.detach().requires_grad_()  # δ⁽¹⁾ is wanted, ∂L/∂x is not
+            else:
+                z.retain_grad()
+            zs.append(z)
+            h = torch.tanh(z) if l < L - 1 else z
+        (0.5 * ((h - yt) ** 2).sum()).backward()
+        return zs[0].grad.numpy()
+
+    return run, f"torch {torch.__version__}"
+
+
+def jax_runner(params, x, y):
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        return None, None
+    jax.config.update("jax_enable_x64", True)
+    L = len(params.weights)
+    W = [jnp.asarray(w) for w in params.weights]
+    bias = [jnp.asarray(b) for b in params.biases]
+    xj, yj = jnp.asarray(x), jnp.asarray(y)
+    zeros = [jnp.zeros_like(xj) for _ in range(L)]
+
+    def loss_one(es, Ws, bs, xm, ym):
+        # z⁽ˡ⁾ + e⁽ˡ⁾ with e = 0: ∂loss/∂e⁽ˡ⁾ is δ⁽ˡ⁾ summed over nothing (samples are rows).
+        h = xm
+        for l in range(L):
+            z = h @ Ws[l].T + bs[l] + es[l]
+            h = jnp.tanh(z) if l < L - 1 else z
+        return 0.5 * jnp.sum((h - ym) ** 2)
+
+    f = jax.jit(jax.vmap(jax.grad(loss_one)))
+
+    def run():
+        d = f(zeros, W, bias, xj, yj)
+        d[0].block_until_ready()
+        return np.asarray(d[0])
+
+    return run, f"jax {jax.__version__}"
+
+
+# ---- timing ----------------------------------------------------------------------------------
+def time_interleaved(runners: dict, reps: int) -> dict[str, np.ndarray]:
+    """Wall times per contender; one warm-up call each, then ``reps`` interleaved rounds."""
+    for run in runners.values():
+        run()
+    times = {k: [] for k in runners}
+    for _ in range(reps):
+        for k, run in runners.items():
+            gc.collect()
+            t0 = time.perf_counter()
+            run()
+            times[k].append(time.perf_counter() - t0)
+    return {k: np.asarray(v) for k, v in times.items()}
+
+
+def rel_diff(a, ref) -> float:
+    a = np.asarray(a, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    return float(np.max(np.abs(a - ref)) / np.max(np.abs(ref)))
+
+
+def networks_for(width: int, args) -> int:
+    """M, capped so one float64 copy of the weights stays under ``--max-weights-gb``.
+
+    Some contenders copy the weights (JAX) or keep traces alive, and the machine is shared:
+    at width 512, 256 float64 networks of depth 10 are 5.4 GB of weights. Every contender
+    sees the same M; the per-network work (what the rates measure) is unchanged.
+    """
+    per_network = args.depth * width * width * 8
+    cap = int(args.max_weights_gb * 1e9 // per_network)
+    return max(1, min(args.networks, cap // 8 * 8 if cap >= 8 else cap))
+
+
+def bench_cell(width: int, dtype, args, cpus: int) -> dict:
+    """All contenders for one (width, dtype); returns rows of name → stats."""
+    M, B, L = networks_for(width, args), args.batch, args.depth
+    net, params, x, y = make_workload(width, dtype, M, B, L)
+    flops = matmul_flops(M, B, width, L)
+    runners: dict[str, Callable] = {}
+    work: dict[str, float] = {}
+    runners["(a) engine backprop"] = engine_runner(net, params, x, y)
+    runners["(a') engine, δ only"] = engine_runner(net, params, x, y, keep_layers=())
+    runners["(a'') engine, out= reused"] = engine_runner(net, params, x, y, reuse=True)
+    runners[BARE] = bare_matmuls_runner(params, x)
+    runners["(b') numpy stacked matmuls"] = stacked_matmuls_runner(params, x)
+    gemm, gemm_flops = gemm_runner(flops, dtype)
+    runners["(c) one large GEMM"] = gemm
+    work["(c) one large GEMM"] = gemm_flops
+    versions = {}
+    if not args.no_torch:
+        run, v = torch_runner(params, x, y, cpus)
+        if run is not None:
+            runners["(d) PyTorch autograd (bmm)"] = run
+            versions["torch"] = v
+    if not args.no_jax:
+        run, v = jax_runner(params, x, y)
+        if run is not None:
+            runners["(e) JAX jit(vmap(grad))"] = run
+            versions["jax"] = v
+    if not args.no_loop:
+        runners["(f) per-network loop"] = loop_runner(params, x, y)
+
+    # Same answer from everyone (δ⁽¹⁾, the deepest backpropagated signal).
+    ref = runners["(a) engine backprop"]()
+    checks = {}
+    for k in ("(d) PyTorch autograd (bmm)", "(e) JAX jit(vmap(grad))", "(f) per-network loop"):
+        if k in runners:
+            checks[k] = rel_diff(runners[k](), ref)
+    checks["(a') engine, δ only"] = rel_diff(runners["(a') engine, δ only"](), ref)
+
+    times = time_interleaved(runners, args.reps)
+    rows = {}
+    for k, t in times.items():
+        f = work.get(k, flops)
+        rate = f / t / 1e9
+        rows[k] = {
+            "ms": 1e3 * float(np.median(t)),
+            "gflops": float(np.median(rate)),
+            "lo": float(rate.min()),
+            "hi": float(rate.max()),
+            "check": checks.get(k),
+        }
+    del runners, params, x, y
+    gc.collect()
+    return {"rows": rows, "flops": flops, "versions": versions, "M": M}
+
+
+# ---- report ----------------------------------------------------------------------------------
+def render(results: dict, args, cpus: int, elapsed: float) -> str:
+    blas = [
+        f"{i.get('internal_api')} {i.get('version')} ({i.get('num_threads')} threads)"
+        for i in threadpool_info()
+        if i.get("user_api") == "blas"
+    ]
+    versions = {}
+    for cell in results.values():
+        versions.update(cell["versions"])
+    quick = " --quick" if args.quick else ""
+    stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    lines = [
+        "# Engine benchmark",
+        "",
+        f"Generated by `python experiments/benchmarks/bench_engine.py{quick}` on {stamp}"
+        f" ({elapsed:.0f} s).",
+        "",
+        f"- Machine: {platform.machine()}, {cpus} usable CPUs, Python {platform.python_version()},"
+        f" numpy {np.__version__}, BLAS: {'; '.join(blas) or 'unknown'}"
+        + (f", {', '.join(versions.values())}" if versions else "")
+        + ".",
+        f"- Workload: M = {args.networks} tanh networks × B = {args.batch} inputs each, depth "
+        f"L = {args.depth}, constant width n, linear output, loss ½‖g − y‖²; forward + δ of every "
+        "layer (no weight gradients).",
+        f"- M is capped so the float64 weights take ≤ {args.max_weights_gb:g} GB (shared "
+        "machine; JAX copies them): see the last row of each table.",
+        "- FLOPs: matmul FLOPs only, 2·M·B·n² per matmul × (L forward + L − 1 backward).",
+        f"- {args.reps} interleaved repetitions after one warm-up; GFLOP/s median [min–max]; "
+        "ratio = median rate / median rate of the one large GEMM of the same FLOP count.",
+        "- check = max |δ⁽¹⁾ − δ⁽¹⁾_engine| / max |δ⁽¹⁾_engine|.",
+        "",
+    ]
+    for dtype in args.dtypes:
+        cells = {w: results[(w, dtype)] for w in args.widths if (w, dtype) in results}
+        if not cells:
+            continue
+        lines += [f"## {dtype}", ""]
+        header = "| contender | " + " | ".join(f"n = {w}" for w in cells) + " |"
+        lines += [header, "|---|" + "---|" * len(cells)]
+        names = list(next(iter(cells.values()))["rows"])
+        for name in names:
+            cols = []
+            for cell in cells.values():
+                r = cell["rows"].get(name)
+                if r is None:
+                    cols.append("—")
+                    continue
+                gemm = cell["rows"]["(c) one large GEMM"]["gflops"]
+                s = f"{r['gflops']:.1f} [{r['lo']:.1f}–{r['hi']:.1f}] · {r['gflops'] / gemm:.2f}"
+                if r["check"] is not None:
+                    s += f" · check {r['check']:.0e}"
+                cols.append(s)
+            lines.append(f"| {name} | " + " | ".join(cols) + " |")
+        ms = " | ".join(
+            f"M = {c['M']}: {c['rows']['(a) engine backprop']['ms']:.1f} ms, "
+            f"{c['flops'] / 1e9:.2f} GFLOP"
+            for c in cells.values()
+        )
+        lines += [f"| networks; engine time per pass; work | {ms} |", ""]
+        ratio_lines = []
+        for w, cell in cells.items():
+            r = cell["rows"]
+            eng = r["(a) engine backprop"]["gflops"]
+            parts = [
+                f"engine/GEMM {eng / r['(c) one large GEMM']['gflops']:.2f}",
+                f"engine/bare matmuls {eng / r[BARE]['gflops']:.2f}",
+            ]
+            for k, label in (
+                ("(d) PyTorch autograd (bmm)", "torch"),
+                ("(e) JAX jit(vmap(grad))", "JAX"),
+                ("(f) per-network loop", "loop"),
+                ("(b') numpy stacked matmuls", "stacked matmuls"),
+            ):
+                if k in r:
+                    parts.append(f"engine/{label} {eng / r[k]['gflops']:.2f}")
+            ratio_lines.append(f"- n = {w}: " + ", ".join(parts))
+        lines += ratio_lines + [""]
+    lines += ["## Targets (issue 6, float64)", ""]
+    for w, need_gemm, need_torch in ((128, 0.5, True), (512, 0.7, False)):
+        cell = results.get((w, "float64"))
+        if cell is None:
+            lines.append(f"- n = {w}: not measured in this run")
+            continue
+        r = cell["rows"]
+        eng = r["(a) engine backprop"]["gflops"]
+        ratio = eng / r["(c) one large GEMM"]["gflops"]
+        verdict = "met" if ratio >= need_gemm else "NOT met"
+        s = f"- n = {w}: engine/GEMM = {ratio:.2f} (target ≥ {need_gemm}): {verdict}"
+        if need_torch:
+            tk = "(d) PyTorch autograd (bmm)"
+            if tk in r:
+                tr = eng / r[tk]["gflops"]
+                s += f"; engine/PyTorch = {tr:.2f} (target ≥ 1): {'met' if tr >= 1 else 'NOT met'}"
+            else:
+                s += "; PyTorch not installed, engine/PyTorch not measured"
+        lines.append(s)
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="widths 32, 128; 3 repetitions")
+    parser.add_argument("--widths", type=int, nargs="+", default=None)
+    parser.add_argument("--dtypes", nargs="+", default=["float64", "float32"])
+    parser.add_argument("--reps", type=int, default=None, help="repetitions (default 5, quick 3)")
+    parser.add_argument("--networks", type=int, default=NETWORKS)
+    parser.add_argument("--batch", type=int, default=BATCH)
+    parser.add_argument("--depth", type=int, default=DEPTH)
+    parser.add_argument(
+        "--max-weights-gb",
+        type=float,
+        default=1.5,
+        help="cap M so the float64 weights take at most this much memory (default 1.5)",
+    )
+    parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--no-jax", action="store_true")
+    parser.add_argument("--no-loop", action="store_true")
+    parser.add_argument("--output", default=str(ROOT / "results" / "benchmarks.md"))
+    args = parser.parse_args(argv)
+    if args.widths is None:
+        args.widths = [32, 128] if args.quick else [32, 128, 512]
+    if args.reps is None:
+        args.reps = 3 if args.quick else 5
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cpus = os.cpu_count() or 1
+    t0 = time.perf_counter()
+    results = {}
+    for dtype in args.dtypes:
+        for width in args.widths:
+            print(f"… {dtype} n = {width}", file=sys.stderr, flush=True)
+            results[(width, dtype)] = bench_cell(width, np.dtype(dtype), args, cpus)
+    text = render(results, args, cpus, time.perf_counter() - t0)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
