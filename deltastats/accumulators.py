@@ -454,7 +454,10 @@ class BackpropAccumulator:
     """Streaming, mergeable summaries of backprop traces, per layer and per unit.
 
     For every layer l = 1 … L it accumulates the per-network features (see the module
-    docstring) of δ⁽ˡ⁾ and z⁽ˡ⁾ (per unit and layer-pooled), of t = log(‖δ⁽ˡ⁾‖²/n_l), of the
+    docstring) of δ⁽ˡ⁾ and z⁽ˡ⁾ (per unit and layer-pooled), of t = log(‖δ⁽ˡ⁾‖²/n_l) and
+    s = ‖δ⁽ˡ⁾‖²/n_l (the per-input quantity whose network mean is the pooled E[δ²]; its
+    within-network variance involves the covariances between units, which the pooled δ features
+    do not hold: :func:`deltastats.suggest_allocation` needs it), of the
     batch-mean weight gradient G = ∂J/∂W⁽ˡ⁾, and of the products needed by the Stein estimator
     E[δ_j] ≈ Cov(L, z_j)/Var(z_j). Optionally (``stein_q0``) the conditional multivariate
     Stein estimates of layer 1. :func:`deltastats.estimators.summarize` turns it into
@@ -467,6 +470,7 @@ class BackpropAccumulator:
     ========== ================================================ ======================
     delta, z   (p₁, p₂, p₃, p₄, q, r) of y = x − c, eq. (1)      c_j (unit), c̄ (pool)
     lognorm    (t₁, t₂, t₁²) of t − c_t                          c_t
+    dsq        (s₁, s₂, s₁²) of s − c_s, s = ‖δ⁽ˡ⁾‖²/n_l          c_s
     gradw      (g₁, g₂, g₁²) entry-means of (G − c_G)ᵏ           c_G
     stein      (ℓ, ℓ·ζ, ζ, ζ², d): ℓ = L − c_L, ζ = z − c_z,    c_L, c_z, c_δ
                d = δ − c_δ (pool: ζ, d unit-averaged)
@@ -555,6 +559,7 @@ class BackpropAccumulator:
                 sh[f"delta/{l + 1}"] = _finite_or_zero(d.mean(axis=0))
                 sh[f"z/{l + 1}"] = _finite_or_zero(z.mean(axis=0))
                 sh[f"lognorm/{l + 1}"] = _finite_or_zero(_log_norm(d[None])[0].mean())
+                sh[f"dsq/{l + 1}"] = _finite_or_zero(np.mean(d * d))
                 g = np.asarray(trace.grad_weights[l][0], dtype=np.float64)
                 sh[f"gradw/{l + 1}"] = _finite_or_zero(g.mean())
             if s is not None:
@@ -582,6 +587,11 @@ class BackpropAccumulator:
                 t = _log_norm(d) - sh[f"lognorm/{key}"]
                 t1 = t.mean(axis=1)
                 feats[f"lognorm/{key}/pool"] = np.stack([t1, (t * t).mean(axis=1), t1 * t1], -1)[
+                    :, None, :
+                ]
+                sq = (d * d).mean(axis=2) - sh[f"dsq/{key}"]  # s − c_s, (M, B)
+                sq1 = sq.mean(axis=1)
+                feats[f"dsq/{key}/pool"] = np.stack([sq1, (sq * sq).mean(axis=1), sq1 * sq1], -1)[
                     :, None, :
                 ]
                 g = np.asarray(trace.grad_weights[l], dtype=np.float64) - sh[f"gradw/{key}"]
@@ -639,6 +649,7 @@ class BackpropAccumulator:
                 out[f"{q}/{l}/unit"] = {"c": c}
                 out[f"{q}/{l}/pool"] = {"c": np.atleast_1d(c.mean())}
             out[f"lognorm/{l}/pool"] = {"c": np.atleast_1d(sh[f"lognorm/{l}"])}
+            out[f"dsq/{l}/pool"] = {"c": np.atleast_1d(sh[f"dsq/{l}"])}
             out[f"gradw/{l}/pool"] = {
                 "c": np.atleast_1d(sh[f"gradw/{l}"]),
                 "N": np.array([float(n_in * n_out)]),
