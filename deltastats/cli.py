@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tomllib
+from pathlib import Path
 
 EXAMPLES = """examples:
   deltastats run                      # built-in default experiment → results/default/
@@ -101,6 +103,14 @@ def _cmd_list(args: argparse.Namespace) -> int:
     print("losses:     ", ", ".join(LOSSES))
     print("inputs:     ", ", ".join(inputs.INPUT_LAWS))
     print("targets:    ", ", ".join(targets.TARGET_LAWS))
+    folder = Path(__file__).resolve().parents[1] / "experiments"
+    configs = sorted(folder.glob("*.toml")) if folder.is_dir() else []
+    if configs:
+        print(f"experiments (deltastats sweep {folder.name}/NAME.toml):")
+        for path in configs:
+            with open(path, "rb") as f:
+                about = " ".join(str(tomllib.load(f).get("description", "")).split())
+            print(f"  {path.stem:24s} {about[:90]}{'…' if len(about) > 90 else ''}")
     return 0
 
 
