@@ -240,6 +240,31 @@ def _critical_line(meta: dict, growth: pd.DataFrame) -> pd.DataFrame | None:
         return None
 
 
+def key_statistics(table: pd.DataFrame, params: list[str], max_points: int = 16) -> pd.DataFrame:
+    """Per point: E[δ²] and E‖∂J/∂W‖² at the first and last layer, as "estimate ± se" text.
+
+    A compact view of how the swept parameters move the gradient statistics (e.g. the ½ in
+    the loss, the 1/B batch average and weight decay λ). Empty for more than ``max_points``.
+    """
+    pooled = table[_pooled_mask(table)]
+    groups = list(pooled.groupby(params, sort=False)) if params else [((), pooled)]
+    if len(groups) > max_points:
+        return pd.DataFrame()
+    rows = []
+    for key, g in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        row = dict(zip(params, key))
+        L = int(g["layer"].max())
+        for stat, sym in (("delta_sq", "E[δ²]"), ("grad_w_sq", "E‖∂J/∂W‖²")):
+            for layer in (1, L):
+                r = g[(g["statistic"] == stat) & (g["layer"] == layer)]
+                if not r.empty:
+                    r = r.iloc[0]
+                    row[f"{sym} l={layer}"] = f"{r['estimate']:.4g} ± {r['std_error']:.2g}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def _fmt(df: pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
     for c in out.columns:
@@ -310,6 +335,10 @@ def write_report(folder: str | Path, *, max_rows: int = 80) -> Report:
     if cfg.get("description"):
         md += [cfg["description"], ""]
     md += ["## Summary", "", summary, ""]
+    key = key_statistics(table, params)
+    if not key.empty:
+        md += ["## Key statistics per point (estimate ± standard error)", ""]
+        md += [key.to_markdown(index=False), ""]
     md += ["## Monte Carlo vs theory", ""]
     md += [_fmt(body).to_markdown(index=False) if not body.empty else "_no comparable rows_", ""]
     md += [

@@ -19,6 +19,9 @@ A sweep config is a TOML file::
     n_networks = 16
 
 ``[[points]]`` tables list explicit points instead of (or combined with) the grid.
+``paired = true`` gives every point the sweep seed itself (common random numbers): points then
+share their networks' random streams, so differences between points are paired (e.g. the loss
+with and without the ½ sees the very same networks and inputs).
 
 Each point's seed is derived from (sweep seed, the point's full parameters) through
 ``np.random.SeedSequence``, so a point's numbers do not depend on the order of the points, the
@@ -50,7 +53,7 @@ import pandas as pd
 from .config import Experiment
 from .metadata import metadata, now, write_json_atomic
 
-SWEEP_KEYS = ("name", "seed", "description", "base", "grid", "points", "quick")
+SWEEP_KEYS = ("name", "seed", "paired", "description", "base", "grid", "points", "quick")
 PointFn = Callable[[Experiment], pd.DataFrame]
 
 
@@ -167,6 +170,9 @@ def load_sweep(config: str | Path | dict, *, quick: bool = False) -> Sweep:
     seed = cfg.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    paired = cfg.get("paired", False)
+    if not isinstance(paired, bool):
+        raise ValueError(f"paired must be true or false, got {paired!r}")
     points, experiments = [], []
     for extra in listed:
         for combo in itertools.product(*grid.values()):
@@ -178,7 +184,8 @@ def load_sweep(config: str | Path | dict, *, quick: bool = False) -> Sweep:
             except (TypeError, ValueError) as err:
                 raise ValueError(f"point {point}: {err}") from None
             params = {k: v for k, v in exp.to_dict().items() if k not in ("name", "chunk")}
-            experiments.append(dataclasses.replace(exp, seed=point_seed(seed, params)))
+            pseed = seed if paired else point_seed(seed, params)
+            experiments.append(dataclasses.replace(exp, seed=pseed))
             points.append(point)
     return Sweep(
         name, seed, tuple(points), tuple(experiments), cfg, str(cfg.get("description", ""))

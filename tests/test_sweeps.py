@@ -143,3 +143,25 @@ def test_dask_local_cluster_equals_local_run(tmp_path):
         )
     pd.testing.assert_frame_equal(local.table, remote.table)
     assert len(remote.ran) == 4
+
+
+def test_paired_sweep_shares_random_streams_so_the_half_is_exactly_a_factor_four(tmp_path):
+    cfg = {
+        "name": "paired",
+        "seed": 5,
+        "paired": True,
+        "base": {
+            "depth": 3,
+            "width": 8,
+            "n_networks": 6,
+            "batch": 4,
+            "targets": "gaussian",
+            "target_value": 1.0,
+        },
+        "grid": {"loss": ["mse", "sum_squares"]},
+    }
+    t = run_sweep(cfg, out=tmp_path, progress=False).table
+    sq = t[t.statistic == "delta_sq"].pivot_table(index="layer", columns="loss", values="estimate")
+    np.testing.assert_allclose(sq["sum_squares"] / sq["mse"], 4.0, rtol=1e-12)
+    with pytest.raises(ValueError, match="paired"):
+        load_sweep({**cfg, "paired": "yes"})
