@@ -40,6 +40,8 @@ _SQRT_2PI = np.sqrt(2.0 * np.pi)
 #: |z| ~ 1 (tanh has poles at ±iπ/2), where Gauss–Hermite converges slowly (1e−8 at degree 64
 #: for tanh² at v ≈ 1) and piecewise Gauss–Legendre reaches 1e−16 with 32 nodes per piece.
 SCALE_CUTS = (0.0, -1.0, 1.0, -3.0, 3.0, -9.0, 9.0)
+#: 1-D rules go on geometrically (×3) so that e^{−|z|} tails of very wide Gaussians resolve.
+SCALE_CUTS_1D = SCALE_CUTS + tuple(float(x) for k in range(3, 8) for x in (-(3**k), 3**k))
 WIDE = 0.3
 _ON_ERROR = ("warn", "raise", "ignore")
 
@@ -111,6 +113,10 @@ def _piecewise_rule(cuts: np.ndarray, degree: int) -> tuple[np.ndarray, np.ndarr
     """
     x, wx = _legendre_rule(degree)
     cuts = np.sort(np.clip(np.nan_to_num(cuts, nan=TAIL, posinf=TAIL, neginf=-TAIL), -TAIL, TAIL))
+    # Cuts outside the window for every element only add empty pieces: drop them.
+    if cuts.shape[-1]:
+        keep = ~np.all(np.abs(cuts.reshape(-1, cuts.shape[-1])) >= TAIL, axis=0)
+        cuts = cuts[..., keep]
     lo = np.full(cuts.shape[:-1] + (1,), -TAIL)
     hi = np.full(cuts.shape[:-1] + (1,), TAIL)
     edges = np.concatenate([lo, cuts, hi], axis=-1)
@@ -203,7 +209,7 @@ def expect(
     # Activations vary on the scale |z| ~ 1: for a wide Gaussian cut at the natural scales too.
     wide = bool(np.any(s > WIDE))
     if wide:
-        kinks = tuple(sorted(set(kinks) | set(SCALE_CUTS)))
+        kinks = tuple(sorted(set(kinks) | set(SCALE_CUTS_1D)))
 
     def evaluate(n: int) -> np.ndarray:
         if kinks:
@@ -443,7 +449,8 @@ def activation_moment(
     m, v = np.broadcast_arrays(m, v)
     if kind == "ddphi":
         with np.errstate(divide="ignore", invalid="ignore"):
-            return activation_moment(act, "zc_dphi", m, v, closed_form=closed_form) / v
+            zc = activation_moment(act, "zc_dphi", m, v, closed_form=closed_form, **quad_kwargs)
+            return zc / v
     if kind == "phi_ddphi":
         zc = activation_moment(act, "zc_phi_dphi", m, v, closed_form=closed_form, **quad_kwargs)
         d2 = activation_moment(act, "dphi2", m, v, closed_form=closed_form, **quad_kwargs)
