@@ -33,6 +33,18 @@ from scipy import special
 
 from .activations import Activation, get_activation
 
+__all__ = [
+    "MOMENT2_KINDS",
+    "MOMENT_KINDS",
+    "QuadratureError",
+    "QuadratureWarning",
+    "activation_moment",
+    "activation_moment2",
+    "expect",
+    "expect2",
+    "hermite_rule",
+]
+
 #: Half-width, in standard deviations, of the interval the kink-splitting rule integrates over.
 TAIL = 12.0
 _SQRT_2PI = np.sqrt(2.0 * np.pi)

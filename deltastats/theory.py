@@ -9,11 +9,13 @@ Contents
   :func:`c_map`, :func:`chi1`, :func:`fixed_point`, :func:`depth_scales`,
   :func:`critical_sigma_w`, :func:`phase_diagram`, and :func:`forward_moments` for an MLP spec
   with μ_w, μ_b ≠ 0.
-* The Gaussian-assumption backward map, :func:`backward_moments`, recursions (B1)–(B4).
+* The Gaussian-assumption backward map, :func:`backward_moments`, recursions (B0)–(B4), and
+  its two-input version :func:`pair_moments` (P0)–(P3) for the batch-mean weight gradient.
 * Exact finite-width results for deep linear networks (Wick / Wishart moments):
   :func:`linear_exact`, and the eigen-form for a tied diagonalizable W, :func:`tied_linear_deltas`.
 * The finite-width log-normal fluctuation of ‖δ⁽ˡ⁾‖² for ReLU (Hanin 2018; Hanin & Nica 2019):
-  :func:`relu_log_norm_var`.
+  :func:`relu_log_norm_var` (with the measured constants; see its docstring and
+  :func:`hanin_rho`).
 * :func:`predict`: all of the above as a tidy DataFrame ``layer, statistic, prediction,
   assumption`` that joins with the Monte Carlo estimates on (layer, statistic).
 
@@ -39,6 +41,32 @@ from .networks import MLP
 from .quadrature import MOMENT_KINDS, activation_moment, activation_moment2, expect2
 from .targets import TargetLaw
 from .targets import zeros as _zero_targets
+
+__all__ = [
+    "STATISTICS",
+    "BackwardMoments",
+    "DepthScales",
+    "FixedPoint",
+    "ForwardMoments",
+    "LinearExact",
+    "LogNormalFluctuation",
+    "PairMoments",
+    "backward_moments",
+    "c_map",
+    "chi1",
+    "critical_sigma_w",
+    "depth_scales",
+    "fixed_point",
+    "forward_moments",
+    "hanin_rho",
+    "linear_exact",
+    "pair_moments",
+    "phase_diagram",
+    "predict",
+    "q_map",
+    "relu_log_norm_var",
+    "tied_linear_deltas",
+]
 
 #: Statistic names shared with the estimators (plus the log-scale and cross-unit extras).
 STATISTICS = (
