@@ -287,7 +287,7 @@ def save(ax: Axes, path: str | Path, *, close: bool = True) -> list[Path]:
     out = []
     for ext in ("png", "svg"):
         p = path.with_suffix("." + ext)
-        ax.figure.savefig(p, dpi=150)
+        ax.figure.savefig(p, dpi=110)
         out.append(p)
     if close:
         plt.close(ax.figure)

@@ -289,8 +289,9 @@ def write_report(folder: str | Path, *, max_rows: int = 80) -> Report:
     folder : path
         A results folder of ``deltastats run`` or ``deltastats sweep``.
     max_rows : int
-        Longest MC-vs-theory table printed in the report; longer ones are summarised per point
-        (the full table is always in ``comparison.csv`` and ``comparison.tex``).
+        Longest MC-vs-theory table printed in the report; longer ones are summarised per point.
+        The printed table is also written as ``comparison.csv`` and ``comparison.tex`` (LaTeX);
+        every row is in the results table (``results.parquet`` / ``per_layer.csv``).
 
     Returns
     -------
@@ -311,13 +312,7 @@ def write_report(folder: str | Path, *, max_rows: int = 80) -> Report:
         )
     tables: list[Path] = []
     shown = params + [c for c in SHOWN if c in comp.columns]
-    if not comp.empty:
-        comp[shown].to_csv(folder / "comparison.csv", index=False)
-        (folder / "comparison.tex").write_text(
-            _fmt(comp[shown]).to_latex(index=False, escape=True, caption=summary[:200])
-        )
-        tables += [folder / "comparison.csv", folder / "comparison.tex"]
-    if len(comp) <= max_rows:
+    if len(comp) <= max_rows or not params:
         body = comp[shown]
     else:
         body = (
@@ -329,6 +324,13 @@ def write_report(folder: str | Path, *, max_rows: int = 80) -> Report:
             )
             .reset_index()
         )
+    if not body.empty:
+        # The table shown in the report, for papers; the full rows stay in the results table.
+        body.to_csv(folder / "comparison.csv", index=False)
+        (folder / "comparison.tex").write_text(
+            _fmt(body).to_latex(index=False, escape=True, caption=summary[:200])
+        )
+        tables += [folder / "comparison.csv", folder / "comparison.tex"]
     cfg = meta.get("config", {})
     title = meta.get("name") or cfg.get("name", folder.name)
     md = [f"# deltastats report: {title}", ""]

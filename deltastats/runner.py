@@ -101,7 +101,7 @@ def analyse(
 
 
 def gaussianity_samples(
-    exp: Experiment, *, n_networks: int = 16, max_values: int = 20_000
+    exp: Experiment, *, n_networks: int = 16, max_values: int = 5_000
 ) -> pd.DataFrame:
     """Standardised samples of z⁽ˡ⁾ and δ⁽ˡ⁾ at the first, middle and last hidden layers.
 

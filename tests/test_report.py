@@ -23,7 +23,8 @@ def test_report_of_a_phase_diagram_sweep(tmp_path):
     rep = write_report(tmp_path)
     md = rep.markdown.read_text()
     assert "## Monte Carlo vs theory" in md
-    table_lines = [l for l in md.splitlines() if l.startswith("|")]
+    section = md.split("## Monte Carlo vs theory")[1].split("## Figures")[0]
+    table_lines = [l for l in section.splitlines() if l.startswith("|")]
     assert len(table_lines) == 2 + 6 and "agrees" in table_lines[0]  # one row per point
     names = {p.name for p in rep.figures}
     assert "fig_phase_diagram.png" in names
@@ -32,6 +33,7 @@ def test_report_of_a_phase_diagram_sweep(tmp_path):
     html = rep.html.read_text()
     assert html.count("data:image/png;base64,") == len(rep.figures)
     assert (tmp_path / "comparison.tex").read_text().startswith("\\begin{table}")
+    assert "Key statistics per point" in md
     assert rep.summary.startswith("Theory agrees with Monte Carlo in")
 
 
