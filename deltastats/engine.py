@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import sys
 import threading
 import warnings
 from collections.abc import Iterable
@@ -170,6 +171,10 @@ def backprop(
     Returns
     -------
     Trace
+        Its arrays are C-contiguous views of one memory block (unless reused from ``out``):
+        keeping any one of them alive keeps the block alive, so copy what you keep. Once no
+        array of a trace is referenced any more, the block may serve the next call (see
+        :data:`WORKSPACE_CACHE_BYTES`).
 
     Notes
     -----
@@ -374,7 +379,7 @@ class _Context:
 
 def _allocate(requests: dict, dtype) -> dict:
     """Arrays for ``{key: (shape, previous)}``: ``previous`` when it fits, else a view of one
-    fresh block (each view C-contiguous and 64-byte aligned)."""
+    block (each view C-contiguous and 64-byte aligned) from :func:`_take_block`."""
     arrays, fresh = {}, []
     for key, (shape, previous) in requests.items():
         if (
@@ -389,14 +394,47 @@ def _allocate(requests: dict, dtype) -> dict:
             fresh.append((key, shape))
     if fresh:
         itemsize = np.dtype(dtype).itemsize
-        align = 64 // itemsize
-        sizes = [-(-int(np.prod(shape)) // align) * align for _, shape in fresh]
-        block = np.empty(sum(sizes) + align, dtype=dtype)
-        start = (-block.ctypes.data // itemsize) % align  # first 64-byte-aligned element
-        for (key, shape), size in zip(fresh, sizes):
-            arrays[key] = block[start : start + int(np.prod(shape))].reshape(shape)
-            start += size
+        sizes = [-(-int(np.prod(shape)) * itemsize // 64) * 64 for _, shape in fresh]
+        with _LOCK:  # take the block and create its views atomically (they mark it in use)
+            block = _take_block(sum(sizes) + 64)
+            start = (-block.ctypes.data) % 64  # first 64-byte-aligned byte
+            for (key, shape), size in zip(fresh, sizes):
+                nbytes = int(np.prod(shape)) * itemsize
+                arrays[key] = block[start : start + nbytes].view(dtype).reshape(shape)
+                start += size
     return arrays
+
+
+#: Bytes of trace memory the engine keeps for reuse once the traces using it are gone
+#: (at most two blocks; 0 disables). Fresh memory must be paged in (zeroed by the kernel),
+#: which costs as much as the arithmetic for a default-sized pass; a loop that calls
+#: backprop on chunk after chunk reuses the same pages instead. :func:`clear_cache` frees it.
+WORKSPACE_CACHE_BYTES = 1 << 30
+_CACHE: list = []
+
+
+def _take_block(nbytes: int) -> np.ndarray:
+    """A uint8 block of at least ``nbytes`` that no live array views (call with _LOCK held).
+
+    A cached block is free when nothing but the cache refers to it: every view of it (and
+    every view of a view) holds a reference to it as its ``base``, so a reference count of
+    3 (the cache list, the loop variable, getrefcount's argument) means no trace uses it.
+    """
+    for block in _CACHE:
+        if block.nbytes >= nbytes and sys.getrefcount(block) <= 3:
+            return block
+    block = np.empty(nbytes, dtype=np.uint8)
+    if nbytes <= WORKSPACE_CACHE_BYTES:
+        _CACHE.append(block)
+        while len(_CACHE) > 2 or sum(b.nbytes for b in _CACHE) > WORKSPACE_CACHE_BYTES:
+            _CACHE.pop(0)
+    return block
+
+
+def clear_cache() -> None:
+    """Drop the engine's cached trace memory (:data:`WORKSPACE_CACHE_BYTES`)."""
+    with _LOCK:
+        _CACHE.clear()
 
 
 def _buffer(ctx: _Context, role: str, width: int, c: int) -> np.ndarray:

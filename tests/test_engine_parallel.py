@@ -210,3 +210,26 @@ def test_default_threads_follow_the_blas_limit():
     assert engine._plan(256, 64, widths, 3, 1)[1] == 3
     assert engine._plan(2, 64, widths, 3, 1)[1] == 2  # never more threads than chunks
     assert engine._plan(2, 3, (3, 4, 2), None, None)[1] == 1  # tiny problem: no threads
+
+
+def test_cached_trace_memory_is_reused_only_when_no_array_views_it():
+    net, params, x, y = _problem((6, 32, 32, 2), M=4)
+    ref = ds.backprop(net, params, x, y)
+    expected = {k: v.copy() for k, v in _fields(ref).items()}
+    del ref
+    t1 = ds.backprop(net, params, x, y)
+    kept = t1.delta[0]  # a view of t1's block: the block must not be handed out again
+    address = t1.delta[1].ctypes.data
+    del t1
+    t2 = ds.backprop(net, net.sample(4, seed=9), x, y)
+    for a in _fields(t2).values():
+        assert not np.shares_memory(a, kept)
+    np.testing.assert_array_equal(kept, expected["delta[0]"])  # untouched by the new call
+    del kept
+    t3 = ds.backprop(net, params, x, y)  # t1's block is free again (t2 still holds its own)
+    assert t3.delta[1].ctypes.data == address
+    for k, v in _fields(t3).items():
+        np.testing.assert_array_equal(v, expected[k])
+    for a in _fields(t2).values():
+        assert not any(np.shares_memory(a, b) for b in _fields(t3).values())
+    engine.clear_cache()
