@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import numbers
 import os
-import sys
 import threading
 import warnings
+import weakref
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -379,7 +379,7 @@ class _Context:
 
 def _allocate(requests: dict, dtype) -> dict:
     """Arrays for ``{key: (shape, previous)}``: ``previous`` when it fits, else a view of one
-    block (each view C-contiguous and 64-byte aligned) from :func:`_take_block`."""
+    block (each view C-contiguous and 64-byte aligned) from :func:`_lease_block`."""
     arrays, fresh = {}, []
     for key, (shape, previous) in requests.items():
         if (
@@ -395,13 +395,12 @@ def _allocate(requests: dict, dtype) -> dict:
     if fresh:
         itemsize = np.dtype(dtype).itemsize
         sizes = [-(-int(np.prod(shape)) * itemsize // 64) * 64 for _, shape in fresh]
-        with _LOCK:  # take the block and create its views atomically (they mark it in use)
-            block = _take_block(sum(sizes) + 64)
-            start = (-block.ctypes.data) % 64  # first 64-byte-aligned byte
-            for (key, shape), size in zip(fresh, sizes):
-                nbytes = int(np.prod(shape)) * itemsize
-                arrays[key] = block[start : start + nbytes].view(dtype).reshape(shape)
-                start += size
+        block = _lease_block(sum(sizes) + 64)
+        start = (-block.ctypes.data) % 64  # first 64-byte-aligned byte
+        for (key, shape), size in zip(fresh, sizes):
+            nbytes = int(np.prod(shape)) * itemsize
+            arrays[key] = block[start : start + nbytes].view(dtype).reshape(shape)
+            start += size
     return arrays
 
 
@@ -410,25 +409,35 @@ def _allocate(requests: dict, dtype) -> dict:
 #: which costs as much as the arithmetic for a default-sized pass; a loop that calls
 #: backprop on chunk after chunk reuses the same pages instead. :func:`clear_cache` frees it.
 WORKSPACE_CACHE_BYTES = 1 << 30
-_CACHE: list = []
+_CACHE: list = []  # entries [block, weakref to the _Lease of its current use or None]
 
 
-def _take_block(nbytes: int) -> np.ndarray:
-    """A uint8 block of at least ``nbytes`` that no live array views (call with _LOCK held).
+class _Lease:
+    """One use of a cached block: every trace array of that use is a view whose base chain
+    ends here, so the block is free again exactly when this object has been collected."""
 
-    A cached block is free when nothing but the cache refers to it: every view of it (and
-    every view of a view) holds a reference to it as its ``base``, so a reference count of
-    3 (the cache list, the loop variable, getrefcount's argument) means no trace uses it.
-    """
-    for block in _CACHE:
-        if block.nbytes >= nbytes and sys.getrefcount(block) <= 3:
-            return block
-    block = np.empty(nbytes, dtype=np.uint8)
-    if nbytes <= WORKSPACE_CACHE_BYTES:
-        _CACHE.append(block)
-        while len(_CACHE) > 2 or sum(b.nbytes for b in _CACHE) > WORKSPACE_CACHE_BYTES:
-            _CACHE.pop(0)
-    return block
+    def __init__(self, block: np.ndarray) -> None:
+        self.block = block
+        self.__array_interface__ = block.__array_interface__
+
+
+def _lease_block(nbytes: int) -> np.ndarray:
+    """A uint8 array of at least ``nbytes`` bytes that no live array views."""
+    with _LOCK:
+        for entry in _CACHE:
+            block, ref = entry
+            if block.nbytes >= nbytes and (ref is None or ref() is None):
+                break
+        else:
+            block = np.empty(nbytes, dtype=np.uint8)
+            entry = [block, None]
+            if nbytes <= WORKSPACE_CACHE_BYTES:
+                _CACHE.append(entry)
+                while len(_CACHE) > 2 or sum(e[0].nbytes for e in _CACHE) > WORKSPACE_CACHE_BYTES:
+                    _CACHE.pop(0)
+        lease = _Lease(block)
+        entry[1] = weakref.ref(lease)
+        return np.asarray(lease)
 
 
 def clear_cache() -> None:
