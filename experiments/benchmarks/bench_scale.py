@@ -111,7 +111,7 @@ def sweep_speedup(quick: bool) -> dict:
         "base": {
             "depth": 10,
             "width": 64,
-            "n_networks": 64 if quick else 256,
+            "n_networks": 64 if quick else 1024,
             "batch": 16,
             "chunk": 64,
         },
@@ -137,17 +137,34 @@ def main() -> None:
         default=None,
         help="network counts for the memory test (default 1e3 1e4 1e5)",
     )
+    p.add_argument(
+        "--parts",
+        nargs="+",
+        default=["memory", "precision", "sweep"],
+        choices=["memory", "precision", "sweep"],
+        help="parts to measure; the others are taken from the last run's JSON",
+    )
     args = p.parse_args()
     warnings.simplefilter("ignore")
+    store = ROOT / "results" / "benchmarks_scale.json"
+    last = json.loads(store.read_text()) if store.exists() else {}
     sizes = args.networks or ([200, 2000] if args.quick else [1_000, 10_000, 100_000])
-    print("memory …", flush=True)
-    mem = memory(sizes)
-    print("time to precision …", flush=True)
-    ttp = time_to_precision(args.quick)
-    print(f"  {ttp}", flush=True)
-    print("sweep speed-up …", flush=True)
-    sw = sweep_speedup(args.quick)
-    print(f"  {sw}", flush=True)
+    if "memory" in args.parts:
+        print("memory …", flush=True)
+        last["memory"] = memory(sizes)
+    if "precision" in args.parts:
+        print("time to precision …", flush=True)
+        last["precision"] = time_to_precision(args.quick)
+        print(f"  {last['precision']}", flush=True)
+    if "sweep" in args.parts:
+        print("sweep speed-up …", flush=True)
+        last["sweep"] = sweep_speedup(args.quick)
+        print(f"  {last['sweep']}", flush=True)
+    missing = {"memory", "precision", "sweep"} - set(last)
+    if missing:
+        raise SystemExit(f"no earlier measurement of {sorted(missing)}: run those parts too")
+    store.write_text(json.dumps(last, indent=2))
+    mem, ttp, sw = last["memory"], last["precision"], last["sweep"]
     lines = [
         "# Scale benchmark",
         "",
