@@ -302,7 +302,14 @@ def write_report(folder: str | Path, *, max_rows: int = 80) -> Report:
     params = parameters(table)
     figs = _figures(table, params, meta, folder)
     comp = _comparison_rows(table)
-    summary = summarize(comp) if not comp.empty else "No statistic here has a theory prediction."
+    if not comp.empty:
+        summary = summarize(comp)
+    else:
+        summary = "No statistic here has a theory prediction."
+        notes = table["assumption"].dropna().unique() if "assumption" in table else []
+        reasons = sorted({n for n in notes if str(n).startswith("no theory:")})
+        if reasons:
+            summary += " " + " ".join(r[0].upper() + r[1:] + "." for r in reasons)
     kurt = table[(table["statistic"] == "z_kurt") & _pooled_mask(table)]
     if not comp.empty and not kurt.empty and (comp["verdict"] == "disagrees").any():
         worst = kurt.loc[kurt["estimate"].abs().idxmax()]
