@@ -144,8 +144,10 @@ def summarize(table: pd.DataFrame) -> str:
         for stat, g in bad.groupby("statistic", sort=True):
             layers = _ranges(sorted(int(v) for v in g["layer"].unique()))
             worst = g.loc[g["z_score"].abs().idxmax()]
+            how = ", ".join(sorted({str(a) for a in g["assumption"].dropna() if str(a)}))
             parts.append(
-                f"{stat} at layer(s) {layers} (largest gap at layer {int(worst['layer'])}: "
+                f"{stat}{f' [{how}]' if how else ''} at layer(s) {layers} "
+                f"(largest gap at layer {int(worst['layer'])}: "
                 + (
                     f"relative error {worst['rel_error']:+.1%}, "
                     if np.isfinite(worst["rel_error"])

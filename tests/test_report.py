@@ -72,7 +72,7 @@ def test_compare_verdicts_and_summary():
     assert table["z_score"].round(6).tolist() == [-0.5, 0.0, -10.0]
     # Holm: the smallest p-value is multiplied by the number of rows.
     assert table["p_adjusted"].iloc[2] == pytest.approx(3 * table["p_value"].iloc[2])
-    assert "delta_sq at layer(s) 3" in summarize(table)
+    assert "delta_sq [gaussian] at layer(s) 3" in summarize(table)
     lenient = compare(est, pred, rel_tol=0.3)
     assert (lenient["verdict"] == "agrees").all()
     with pytest.raises(ValueError, match="alpha"):
