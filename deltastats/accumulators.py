@@ -700,7 +700,23 @@ class BackpropAccumulator:
         self.n_overflow += int((~valid).sum())
         for layer in np.asarray(trace.overflow_layer)[~valid]:
             self.overflow_layers[int(layer)] = self.overflow_layers.get(int(layer), 0) + 1
-        feats = self._trace_features(trace, s, u)
+        with np.errstate(over="ignore", invalid="ignore"):
+            feats = self._trace_features(trace, s, u)
+        # A finite δ can still overflow in the power sums (δ⁴ beyond ~1e308): such networks are
+        # overflowed too — excluded, counted and warned about, never a silent NaN in a table.
+        # (log-norm features may be −inf legitimately: a dead ReLU layer, counted below.)
+        first_bad = np.full(valid.shape, np.iinfo(np.int64).max)
+        for key, f in feats.items():
+            if key.startswith("lognorm/"):
+                continue
+            bad = ~np.isfinite(f.reshape(f.shape[0], -1)).all(axis=1)
+            first_bad = np.where(bad, np.minimum(first_bad, int(key.split("/")[1])), first_bad)
+        newly = valid & (first_bad < np.iinfo(np.int64).max)
+        if newly.any():
+            valid = valid & ~newly
+            self.n_overflow += int(newly.sum())
+            for layer in first_bad[newly]:
+                self.overflow_layers[int(layer)] = self.overflow_layers.get(int(layer), 0) + 1
         for l in range(1, self.net.depth + 1):
             bad = int((~np.isfinite(feats[f"lognorm/{l}/pool"][:, 0, 0]) & valid).sum())
             if bad:

@@ -125,7 +125,10 @@ class Experiment:
     # -- construction ---------------------------------------------------------------------
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Experiment:
-        """Build from a dict (e.g. a parsed TOML table), rejecting unknown keys."""
+        """Build from a dict (e.g. a parsed TOML table), rejecting unknown keys.
+
+        ``sigma_w2`` / ``sigma_b2`` (σ²) are accepted in place of ``sigma_w`` / ``sigma_b``."""
+        values = sigma_aliases(values)
         known = {f.name: f for f in dataclasses.fields(cls)}
         for key in values:
             if key not in known:
@@ -186,6 +189,20 @@ class Experiment:
     def np_dtype(self) -> np.dtype:
         """The numpy dtype of the engine."""
         return np.dtype(self.dtype)
+
+
+def sigma_aliases(d: dict) -> dict:
+    """σ² aliases: ``sigma_w2``/``sigma_b2`` become ``sigma_w``/``sigma_b`` = √value."""
+    out = dict(d)
+    for alias, key in (("sigma_w2", "sigma_w"), ("sigma_b2", "sigma_b")):
+        if alias in out:
+            if key in out:
+                raise ValueError(f"give either {alias} or {key}, not both")
+            v = out.pop(alias)
+            if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+                raise ValueError(f"{alias} must be a number >= 0, got {v!r}")
+            out[key] = float(np.sqrt(v))
+    return out
 
 
 def _positive_int(key: str, v: Any) -> None:

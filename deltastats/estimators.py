@@ -919,6 +919,18 @@ def _final_warnings(est: Estimates) -> None:
             RuntimeWarning,
             stacklevel=3,
         )
+    t = est.table
+    no_se = t[np.isfinite(t["estimate"]) & ~np.isfinite(t["std_error"])]
+    if not no_se.empty:
+        warnings.warn(
+            f"{len(no_se)} rows have a finite estimate but no standard error (their interval is "
+            f"NaN): {', '.join(sorted(no_se['statistic'].unique()))}. Either the statistic is "
+            "undefined there (e.g. no variance) or its higher moments overflow float64 "
+            f"(largest |estimate| {np.abs(no_se['estimate']).max():.3g}); for exploding "
+            "networks use the log_delta_norm_sq_* statistics or fewer layers",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     if est.n_networks < MIN_NETWORKS:
         warnings.warn(
             f"only {est.n_networks} networks: intervals for skewed statistics (delta_sq, "

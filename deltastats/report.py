@@ -22,6 +22,7 @@ import pandas as pd
 
 from . import plots
 from .compare import COLUMNS, summarize
+from .estimators import MIN_NETWORKS
 
 #: Columns of a results table that are not sweep parameters.
 TABLE_COLUMNS = {
@@ -310,6 +311,12 @@ def write_report(folder: str | Path, *, max_rows: int = 80) -> Report:
         reasons = sorted({n for n in notes if str(n).startswith("no theory:")})
         if reasons:
             summary += " " + " ".join(r[0].upper() + r[1:] + "." for r in reasons)
+    if "n_networks" in table and len(table) and table["n_networks"].min() < MIN_NETWORKS:
+        summary = (
+            f"Only {int(table['n_networks'].min())} networks per point: intervals for skewed "
+            f"statistics (delta_sq, delta_var, kurtosis) need about {MIN_NETWORKS} or more, so "
+            "treat the verdicts below as indicative. " + summary
+        )
     kurt = table[(table["statistic"] == "z_kurt") & _pooled_mask(table)]
     if not comp.empty and not kurt.empty and (comp["verdict"] == "disagrees").any():
         worst = kurt.loc[kurt["estimate"].abs().idxmax()]

@@ -85,14 +85,12 @@ def analyse(
     except ValueError as err:
         table["assumption"] = f"no theory: {err}"
         return table
-    if exp.weight_decay:
-        # theory's grad_w_sq has no λW term (E⟨∂L/∂W, W⟩ ≠ 0 in general): do not compare.
+    if exp.weight_decay or exp.batch > 1:
+        # theory's grad_w_sq has no λW term (E⟨∂L/∂W, W⟩ ≠ 0 in general), and for the mean
+        # over B > 1 inputs its cross-sample term is mean-field only: the finite-width part
+        # Cov(δ_a·δ_b, h_a·h_b) is not modelled and is large unless B ≪ n (it compounds with
+        # depth). Only the per-sample gradient (B = 1, λ = 0) is compared.
         pred = pred[pred["statistic"] != "grad_w_sq"]
-    elif exp.batch > 1:
-        # The batch-mean gradient's cross-sample term is mean-field: its finite-width part,
-        # Cov(δ_a·δ_b, h_a·h_b), is O(B/n) relative and is not modelled.
-        pred = pred.copy()
-        pred.loc[pred["statistic"] == "grad_w_sq", "assumption"] = "mean-field (B ≪ n)"
     comp = compare(est, pred, alpha=alpha)
     extra = ["prediction", "assumption", "rel_error", "z_score", "p_value", "p_adjusted"]
     return table.merge(

@@ -51,6 +51,7 @@ import numpy as np
 import pandas as pd
 
 from .config import Experiment
+from .config import sigma_aliases as _aliases
 from .metadata import metadata, now, write_json_atomic
 
 SWEEP_KEYS = ("name", "seed", "paired", "description", "base", "grid", "points", "quick")
@@ -102,20 +103,6 @@ def point_seed(sweep_seed: int, params: dict) -> int:
     words = np.frombuffer(bytes.fromhex(_digest(params)), dtype=np.uint32)
     ss = np.random.SeedSequence([int(sweep_seed), *map(int, words)])
     return int(ss.generate_state(1, dtype=np.uint32)[0])
-
-
-def _aliases(d: dict) -> dict:
-    """σ² aliases: ``sigma_w2``/``sigma_b2`` become ``sigma_w``/``sigma_b`` = √value."""
-    out = dict(d)
-    for alias, key in (("sigma_w2", "sigma_w"), ("sigma_b2", "sigma_b")):
-        if alias in out:
-            if key in out:
-                raise ValueError(f"give either {alias} or {key}, not both")
-            v = out.pop(alias)
-            if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
-                raise ValueError(f"{alias} must be a number >= 0, got {v!r}")
-            out[key] = float(np.sqrt(v))
-    return out
 
 
 def _check_keys(d: dict, valid, where: str) -> None:

@@ -62,7 +62,7 @@ seed = 1
 [base]
 depth = 4
 width = 64
-n_networks = 96
+n_networks = 160
 batch = 32
 chunk = 8
 [grid]
