@@ -94,7 +94,9 @@ def compare(
         est = est[est["unit"] == -1]
     pred = predictions[[c for c in predictions.columns if c in keys + ["prediction", "assumption"]]]
     df = est.merge(pred, on=keys, how="inner")
-    df = df[np.isfinite(df["prediction"].astype(float))].reset_index(drop=True)
+    # NaN: theory does not cover the row (dropped); ±inf: the prediction overflowed (kept,
+    # verdict "undefined" below, so an exploding network is visible rather than dropped).
+    df = df[~np.isnan(df["prediction"].astype(float))].reset_index(drop=True)
     if df.empty:
         raise ValueError("estimates and predictions share no (layer, statistic) rows to compare")
     if "assumption" not in df:
@@ -111,7 +113,11 @@ def compare(
     dof = (df["n_networks"].to_numpy() - 1) if "n_networks" in df else np.full(len(df), np.inf)
     # An estimate that is not finite (e.g. log‖δ‖² = −inf where a ReLU layer died) or has no
     # standard error cannot be tested: it is "undefined", kept out of the multiple-testing family.
-    valid = np.isfinite(df["estimate"].to_numpy(dtype=float)) & np.isfinite(se)
+    valid = (
+        np.isfinite(df["estimate"].to_numpy(dtype=float))
+        & np.isfinite(se)
+        & np.isfinite(df["prediction"].to_numpy(dtype=float))
+    )
     p = np.full(len(df), np.nan)
     p_adj = np.full(len(df), np.nan)
     p[valid] = 2 * stats.t.sf(np.abs(z[valid]), np.maximum(dof[valid], 1))
@@ -137,7 +143,10 @@ def summarize(table: pd.DataFrame) -> str:
     n, agree = len(table) - undefined, int((table["verdict"] == "agrees").sum())
     text = f"Theory agrees with Monte Carlo in {agree} of {n} rows."
     if undefined:
-        text += f" {undefined} rows are undefined (estimate not finite, e.g. dead ReLU layers)."
+        text += (
+            f" {undefined} rows are undefined (estimate or prediction not finite, e.g. dead ReLU"
+            " layers or an exploding network)."
+        )
     bad = table[table["verdict"] == "disagrees"]
     if not bad.empty:
         parts = []

@@ -100,3 +100,22 @@ def test_compare_marks_non_finite_estimates_undefined_and_keeps_them_out_of_holm
     assert table["verdict"].tolist() == ["undefined", "agrees"]
     assert table["p_adjusted"].iloc[1] == table["p_value"].iloc[1]  # a family of one
     assert "1 rows are undefined" in summarize(table)
+
+
+def test_compare_keeps_overflowed_predictions_as_undefined_and_drops_uncovered_rows():
+    est = pd.DataFrame(
+        dict(
+            layer=[1, 2, 3],
+            unit=-1,
+            statistic="delta_sq",
+            estimate=[1.0, 2.0, 3.0],
+            std_error=0.1,
+            n_networks=200,
+        )
+    )
+    pred = pd.DataFrame(
+        dict(layer=[1, 2, 3], statistic="delta_sq", prediction=[1.0, float("inf"), float("nan")])
+    )
+    table = compare(est, pred)
+    assert table["layer"].tolist() == [1, 2]  # NaN: theory does not cover layer 3
+    assert table["verdict"].tolist() == ["agrees", "undefined"]
