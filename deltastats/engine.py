@@ -30,11 +30,30 @@ from functools import partial
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+from . import kernels
 from .activations import tanh as _tanh
 from .losses import Loss, get_loss
 from .networks import MLP, Params
 
 _TANH_DPHI = _tanh.dphi_from_output
+
+
+def _numpy_vectorizes_tanh() -> bool:
+    """Whether numpy's own float64 tanh is a SIMD loop here: its wheels dispatch one only
+    for AVX-512 (Skylake-X level) CPUs; elsewhere it calls the C library per element."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+    except ImportError:  # numpy < 2
+        from numpy.core._multiarray_umath import __cpu_features__
+    return bool(__cpu_features__.get("AVX512_SKX", False))
+
+
+#: Use the compiled one-pass kernels of :mod:`deltastats.kernels` for tanh layers and the
+#: backward product. On by default where numpy's float64 tanh is not vectorized (CPUs without
+#: AVX-512), where they make a width-128 pass about twice as fast; off where numpy's own SIMD
+#: tanh is faster. Either choice gives δ within a few units in the last place of the other;
+#: for one setting, results are bit-for-bit reproducible. Set it before a run, not during one.
+USE_COMPILED_KERNELS: bool = not _numpy_vectorizes_tanh()
 
 
 class NumericalOverflowWarning(RuntimeWarning):
@@ -285,6 +304,9 @@ def backprop(
         dbad=dbad,
         lossbad=lossbad,
         local=threading.local(),
+        # Every trace array and buffer is C-contiguous by construction; the biases are the
+        # user's, so they are checked once here rather than per chunk.
+        compiled=USE_COMPILED_KERNELS and kernels.supported(*params.biases),
     )
     with _single_threaded_blas():
         if n_threads <= 1:
@@ -329,7 +351,7 @@ def backprop(
 
 #: Target FLOPs of one matmul call of a task: large enough that Python's per-call overhead
 #: (a few µs) is small, small enough that a chunk's activations stay in cache between calls.
-_TASK_FLOPS = 4_000_000
+_TASK_FLOPS = 16_000_000
 #: OpenBLAS's small-matrix kernel bound (m·n·k) on AVX-512 CPUs.
 _SMALL_GEMM = 1_000_000
 #: Below this many FLOPs for the whole pass, threads cost more than they save.
@@ -375,6 +397,7 @@ class _Context:
     dbad: np.ndarray
     lossbad: np.ndarray
     local: threading.local
+    compiled: bool
 
 
 def _allocate(requests: dict, dtype) -> dict:
@@ -478,18 +501,25 @@ def _run_chunk_inner(ctx: _Context, s: slice) -> None:
         width = ctx.weights[l].shape[1]
         z = ctx.zk[l][s] if ctx.zk[l] is not None else _buffer(ctx, f"z{l % 2}", width, c)
         np.matmul(h, ctx.weights[l][s].swapaxes(-1, -2), out=z)
-        z += ctx.biases[l][s][:, None, :]
+        d = ctx.deltas[l][s]
+        bias = ctx.biases[l][s]
+        if act is _tanh and ctx.compiled:
+            # One compiled pass: z += b, h = tanh z, φ' = 1 − h², overflow flags (kernels.py).
+            # h alternates between two buffers: h⁽ˡ⁻¹⁾ is still the matmul's input here.
+            h = ctx.hk[l][s] if ctx.hk[l] is not None else _buffer(ctx, f"h{l % 2}", width, c)
+            ctx.zbad[s, l] = kernels.tanh_layer(z, bias, h, d, store_z=ctx.zk[l] is not None)
+            continue
+        z += bias[:, None, :]
         ctx.zbad[s, l] = _nonfinite(z)
         from_h = act.dphi_from_output is not None
         if ctx.hk[l] is not None:
             h = _apply(act.phi, z, ctx.hk[l][s])
         elif isinstance(act.phi, np.ufunc):
             # In place over z when neither z is kept nor φ' needs z.
-            target = z if (ctx.zk[l] is None and from_h) else _buffer(ctx, "h", width, c)
+            target = z if (ctx.zk[l] is None and from_h) else _buffer(ctx, f"h{l % 2}", width, c)
             h = _apply(act.phi, z, target)
         else:
             h = act.phi(z)  # may return z itself (linear); never written to below
-        d = ctx.deltas[l][s]
         if from_h:
             _dphi_from_output(act, h, d)
         else:
@@ -518,8 +548,11 @@ def _run_chunk_inner(ctx: _Context, s: slice) -> None:
                 out=back.reshape(c, k, rows, -1),
             )
         d = ctx.deltas[l][s]
-        np.multiply(d, back, out=d)
-        ctx.dbad[s, l] = _nonfinite(d)
+        if ctx.compiled:
+            ctx.dbad[s, l] = kernels.scale_layer(d, back)  # d *= back in one compiled pass
+        else:
+            np.multiply(d, back, out=d)
+            ctx.dbad[s, l] = _nonfinite(d)
 
     # Gradients (4): batch means over the B samples, plus weight decay.
     if ctx.gw is not None:
@@ -537,14 +570,32 @@ def _run_chunk_inner(ctx: _Context, s: slice) -> None:
 def _row_blocks(B: int, n_out: int, n_in: int) -> int:
     """Row blocks for a ``(B, n_in) @ (n_in, n_out)`` GEMM: 2 when that brings it to ≤ 10⁶ m·n·k.
 
-    OpenBLAS on AVX-512 CPUs computes GEMMs with m·n·k ≤ 10⁶ by a small-matrix kernel
-    without packing, measured ~20% faster here for 64 × 128 × 128 (B = 64, width 128) when
-    split into two 32-row halves. The choice depends only on the layer shapes and B, never on
-    how the networks are split, so it cannot make results depend on threads or chunks.
+    OpenBLAS's AVX-512 builds compute GEMMs with m·n·k ≤ 10⁶ by a small-matrix kernel
+    without packing, measured ~20% faster for 64 × 128 × 128 (B = 64, width 128) when split
+    into two 32-row halves; its AVX2 (Haswell/Zen) kernels have no such path and the split
+    is ~10% slower there, so it is used only with an AVX-512 kernel. The choice depends only on
+    the layer shapes, B and the BLAS build, never on how the networks are split, so it cannot
+    make results depend on threads or chunks.
     """
-    if B % 2 == 0 and B * n_in * n_out > _SMALL_GEMM >= (B // 2) * n_in * n_out:
+    if _avx512_blas() and B % 2 == 0 and B * n_in * n_out > _SMALL_GEMM >= (B // 2) * n_in * n_out:
         return 2
     return 1
+
+
+#: OpenBLAS kernel families (threadpoolctl's ``architecture``) with the AVX-512 small-GEMM path.
+_AVX512_KERNELS = frozenset({"skylakex", "cooperlake", "sapphirerapids"})
+
+
+def _avx512_blas() -> bool:
+    """Whether numpy's BLAS runs an OpenBLAS AVX-512 kernel (cached after the first call)."""
+    if "avx512" not in _BLAS:
+        archs = {
+            str(getattr(lib, "architecture", "")).lower()
+            for lib in _blas_libraries()
+            if "numpy" in str(getattr(lib, "filepath", ""))
+        }
+        _BLAS["avx512"] = bool(archs & _AVX512_KERNELS)
+    return _BLAS["avx512"]
 
 
 def _apply(fn, src: np.ndarray, out: np.ndarray) -> np.ndarray:
