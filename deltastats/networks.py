@@ -227,19 +227,38 @@ class MLP:
             for a, b in zip(self.widths[:-1], self.widths[1:])
         )
         biases = tuple(np.empty((n_networks, b), dtype=dtype) for b in self.widths[1:])
+        layers = self._layer_laws()
         for i, rng in enumerate(network_rngs(seed, "params", start, n_networks)):
-            ws, bs = self._draw_one(rng)
-            for l in range(self.depth):
-                weights[l][i] = ws[l]
-                biases[l][i] = bs[l]
+            self._draw_into(rng, layers, [w[i] for w in weights], [b[i] for b in biases])
         return Params(weights, biases, start=int(start))
 
-    def _draw_one(self, rng: np.random.Generator) -> tuple[list, list]:
-        weights, biases = [], []
+    def _layer_laws(self) -> list[tuple]:
+        """Per weight layer: (n_in, n_out, E W_ij, sd W_ij, μ_b, σ_b), computed once per draw."""
+        laws = []
         for l, (n_in, n_out) in enumerate(zip(self.widths[:-1], self.widths[1:])):
-            sw, mw = self.layer_sigma_w[l], self.layer_mu_w[l]
-            sb, mb = self.layer_sigma_b[l], self.layer_mu_b[l]
-            mean, std = mw / n_in, sw / np.sqrt(n_in)
+            mean = self.layer_mu_w[l] / n_in
+            std = self.layer_sigma_w[l] / np.sqrt(n_in)
+            laws.append((n_in, n_out, mean, std, self.layer_mu_b[l], self.layer_sigma_b[l]))
+        return laws
+
+    def _draw_into(self, rng: np.random.Generator, laws: list, weights: list, biases: list) -> None:
+        """One network's parameters, drawn layer by layer (W⁽ˡ⁾ then b⁽ˡ⁾) into the given
+        ``(n_l, n_{l-1})`` and ``(n_l,)`` arrays.
+
+        Gaussian float64 parameters are drawn in place (z ~ N(0, 1), then ``z·sd + mean``,
+        the same IEEE operations as ``mean + sd·z``); other laws and float32 draw in float64
+        and cast.
+        """
+        in_place = self.init not in ("uniform", "orthogonal") and weights[0].dtype == np.float64
+        for (n_in, n_out, mean, std, mb, sb), w_out, b_out in zip(laws, weights, biases):
+            if in_place:
+                rng.standard_normal(out=w_out)
+                w_out *= std
+                w_out += mean
+                rng.standard_normal(out=b_out)
+                b_out *= sb
+                b_out += mb
+                continue
             if self.init == "uniform":
                 # U(mean − a, mean + a) has variance a²/3, so a = √3·std.
                 half = np.sqrt(3.0) * std
@@ -248,9 +267,8 @@ class MLP:
                 w = std * np.sqrt(max(n_in, n_out)) * _haar_orthogonal(rng, n_out, n_in)
             else:
                 w = mean + std * rng.standard_normal((n_out, n_in))
-            weights.append(w)
-            biases.append(mb + sb * rng.standard_normal(n_out))
-        return weights, biases
+            w_out[...] = w
+            b_out[...] = mb + sb * rng.standard_normal(n_out)
 
 
 def _haar_orthogonal(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:

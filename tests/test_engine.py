@@ -172,6 +172,23 @@ def test_network_parameters_do_not_depend_on_chunking():
     np.testing.assert_array_equal(xs[2:], inputs.sphere().sample(3, 4, 3, n_networks=4, start=2))
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_gaussian_parameters_are_the_documented_draws(dtype):
+    # Network m: W⁽ˡ⁾ = μ_w/n + σ_w/√n · N(0,1) then b⁽ˡ⁾ = μ_b + σ_b · N(0,1), layer by layer,
+    # from its own stream; the in-place float64 path must give exactly these bits.
+    from deltastats.seeding import network_rngs
+
+    net = ds.MLP((4, 6, 3), sigma_w=(1.3, 0.7), sigma_b=0.4, mu_w=(0.3, -0.5), mu_b=-0.2)
+    params = net.sample(3, seed=9, start=5, dtype=dtype)
+    for i, rng in enumerate(network_rngs(9, "params", 5, 3)):
+        for l, (n_in, n_out) in enumerate([(4, 6), (6, 3)]):
+            sw, mw = net.layer_sigma_w[l], net.layer_mu_w[l]
+            w = mw / n_in + sw / np.sqrt(n_in) * rng.standard_normal((n_out, n_in))
+            b = -0.2 + 0.4 * rng.standard_normal(n_out)
+            np.testing.assert_array_equal(params.weights[l][i], w.astype(dtype))
+            np.testing.assert_array_equal(params.biases[l][i], b.astype(dtype))
+
+
 def test_float32_runs_in_float32():
     net = ds.MLP((3, 8, 2))
     p = net.sample(2, 0, dtype=np.float32)
