@@ -349,9 +349,11 @@ def backprop(
 
 # ---- the per-chunk kernel ------------------------------------------------------------------
 
-#: Target FLOPs of one matmul call of a task: large enough that Python's per-call overhead
-#: (a few µs) is small, small enough that a chunk's activations stay in cache between calls.
-_TASK_FLOPS = 16_000_000
+#: Target size (elements of the widest layer, c·B·n) of one task's layer arrays: large
+#: enough that the per-call overhead of Python, numpy and numba (a few µs) is small, small
+#: enough that a chunk's activations stay in the core's cache between the calls of a layer.
+#: Measured best on 2 cores at B = 64: 8 networks at width 128, 2 at width 512, 32 at width 32.
+_TASK_ELEMENTS = 65_536
 #: OpenBLAS's small-matrix kernel bound (m·n·k) on AVX-512 CPUs.
 _SMALL_GEMM = 1_000_000
 #: Below this many FLOPs for the whole pass, threads cost more than they save.
@@ -364,8 +366,9 @@ def _plan(
     """Networks per task and number of threads for a pass (any choice gives the same bits)."""
     layer_flops = 2 * B * max(a * b for a, b in zip(widths[:-1], widths[1:]))
     if chunk_size is None:
-        # ≥ _TASK_FLOPS per matmul call, and ≥ 4 tasks when M allows (load balance).
-        chunk_size = max(1, min(-(-_TASK_FLOPS // layer_flops), -(-M // 4)))
+        # ≈ _TASK_ELEMENTS per layer array, and ≥ 4 tasks when M allows (load balance).
+        per_network = B * max(widths[1:])
+        chunk_size = max(1, min(-(-_TASK_ELEMENTS // per_network), -(-M // 4)))
     chunk_size = min(int(chunk_size), M)
     if threads is None:
         total = 2 * (len(widths) - 1) * M * layer_flops
