@@ -12,7 +12,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("deltastats", "numpy", "scipy", "pandas", "matplotlib", "seaborn", "joblib")
+PACKAGES = (
+    "deltastats",
+    "numpy",
+    "scipy",
+    "pandas",
+    "matplotlib",
+    "seaborn",
+    "joblib",
+    "numba",
+)
 
 
 def package_versions() -> dict[str, str]:
@@ -43,13 +52,30 @@ def now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
+def numerics() -> dict[str, Any]:
+    """What besides (config, seed) decides the last bits: the BLAS build and kernel family,
+    and whether the engine's compiled tanh kernels or numpy's tanh ran."""
+    from threadpoolctl import threadpool_info
+
+    from . import engine
+
+    blas = [
+        f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')})"
+        for i in threadpool_info()
+        if i.get("user_api") == "blas"
+    ]
+    return {"blas": blas, "compiled_kernels": bool(engine.USE_COMPILED_KERNELS)}
+
+
 def metadata(config: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    """The provenance record: ``config``, package versions, platform, git commit, plus ``extra``."""
+    """The provenance record: ``config``, package versions, platform, numerics, git commit,
+    plus ``extra``."""
     return {
         "config": config,
         "versions": package_versions(),
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "numerics": numerics(),
         "git_commit": git_commit(),
         **extra,
     }

@@ -228,8 +228,23 @@ class MLP:
         )
         biases = tuple(np.empty((n_networks, b), dtype=dtype) for b in self.widths[1:])
         layers = self._layer_laws()
-        for i, rng in enumerate(network_rngs(seed, "params", start, n_networks)):
+
+        def draw(i: int, rng: np.random.Generator) -> None:
             self._draw_into(rng, layers, [w[i] for w in weights], [b[i] for b in biases])
+
+        rngs = network_rngs(seed, "params", start, n_networks)
+        n_params = sum(w[0].size for w in weights)
+        threads = _sampling_threads(n_networks * n_params)
+        if threads == 1:
+            for i, rng in enumerate(rngs):
+                draw(i, rng)
+        else:
+            # numpy's generators release the GIL while filling arrays, and each network has its
+            # own stream and slot, so threads give the same bits as the loop above.
+            from .engine import _executor
+
+            for _ in _executor(threads).map(draw, range(n_networks), rngs):
+                pass
         return Params(weights, biases, start=int(start))
 
     def _layer_laws(self) -> list[tuple]:
@@ -269,6 +284,20 @@ class MLP:
                 w = mean + std * rng.standard_normal((n_out, n_in))
             w_out[...] = w
             b_out[...] = mb + sb * rng.standard_normal(n_out)
+
+
+#: Below this many parameters in one draw, threads cost more than they save.
+_PARALLEL_PARAMETERS = 1_000_000
+
+
+def _sampling_threads(n_parameters: int) -> int:
+    """Threads for drawing parameters: the engine's default (as many as BLAS may use now, so
+    one inside a BLAS-limited worker process), or one for small draws."""
+    if n_parameters < _PARALLEL_PARAMETERS:
+        return 1
+    from .engine import _default_threads
+
+    return _default_threads()
 
 
 def _haar_orthogonal(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:

@@ -233,3 +233,17 @@ def test_cached_trace_memory_is_reused_only_when_no_array_views_it():
     for a in _fields(t2).values():
         assert not any(np.shares_memory(a, b) for b in _fields(t3).values())
     engine.clear_cache()
+
+
+@pytest.mark.parametrize("init", ["gaussian", "uniform", "orthogonal"])
+def test_parameter_draws_are_the_same_with_threads(monkeypatch, init):
+    from deltastats import networks
+
+    net = ds.MLP((40, 50, 30, 2), sigma_w=1.2, sigma_b=0.3, init=init)
+    monkeypatch.setattr(networks, "_PARALLEL_PARAMETERS", 1)  # threads for any draw
+    with threadpool_limits(2):
+        threaded = net.sample(9, seed=4, start=2)
+    monkeypatch.setattr(networks, "_PARALLEL_PARAMETERS", 10**18)  # never threads
+    serial = net.sample(9, seed=4, start=2)
+    for a, b in zip(threaded.weights + threaded.biases, serial.weights + serial.biases):
+        np.testing.assert_array_equal(a, b)
