@@ -49,10 +49,12 @@ def _numpy_vectorizes_tanh() -> bool:
 
 
 #: Use the compiled one-pass kernels of :mod:`deltastats.kernels` for tanh layers and the
-#: backward product. On by default where numpy's float64 tanh is not vectorized (CPUs without
-#: AVX-512), where they make a width-128 pass about twice as fast; off where numpy's own SIMD
-#: tanh is faster. Either choice gives δ within a few units in the last place of the other;
-#: for one setting, results are bit-for-bit reproducible. Set it before a run, not during one.
+#: backward product. On by default where numpy's float64 tanh is not vectorized (x86 CPUs
+#: without AVX-512, and non-x86 CPUs), where they make a width-128 pass about twice as fast;
+#: off where numpy's own SIMD tanh is faster. The two tanh's differ by a few units in the last
+#: place, which the network then carries forward (grown by the layers' gains: ~10⁻¹⁵ relative
+#: at depth 4 and σ_w = 1, ~10⁻¹⁴ at depth 12 and σ_w = 2.5); for one setting, results are
+#: bit-for-bit reproducible. Set it before a run, not during one.
 USE_COMPILED_KERNELS: bool = not _numpy_vectorizes_tanh()
 
 
@@ -280,6 +282,10 @@ def backprop(
     dbad = np.zeros((M, L), dtype=bool)
     lossbad = np.zeros(M, dtype=bool)
 
+    # Biases in the weights' dtype and C order (a copy only if they are not), so that every
+    # layout takes the same arithmetic path.
+    biases = tuple(np.ascontiguousarray(b, dtype=dtype) for b in params.biases)
+
     # ---- work split: chunks of consecutive networks, taken in turn by the threads.
     chunk_size, n_threads = _plan(M, B, widths, threads, chunk_size)
     tasks = [slice(m0, min(m0 + chunk_size, M)) for m0 in range(0, M, chunk_size)]
@@ -289,7 +295,7 @@ def backprop(
         acts=[net.layer_activation(l + 1) for l in range(L)],
         lossf=lossf,
         weights=params.weights,
-        biases=params.biases,
+        biases=biases,
         x=x,
         y=y,
         weight_decay=float(weight_decay),
@@ -304,9 +310,9 @@ def backprop(
         dbad=dbad,
         lossbad=lossbad,
         local=threading.local(),
-        # Every trace array and buffer is C-contiguous by construction; the biases are the
-        # user's, so they are checked once here rather than per chunk.
-        compiled=USE_COMPILED_KERNELS and kernels.supported(*params.biases),
+        # Every trace array and buffer is C-contiguous by construction, and so are the
+        # biases after the conversion above: the choice of path depends on the setting only.
+        compiled=USE_COMPILED_KERNELS and kernels.supported(x, *biases),
     )
     with _single_threaded_blas():
         if n_threads <= 1:

@@ -11,14 +11,17 @@ a tanh the compiler can vectorize:
 
 with |r| ≤ ln2 / 2, ``ln 2`` split in two parts so that ``k · LN2_HI`` is exact (Cody–Waite),
 e^r − 1 by its Taylor polynomial (degree 13 in float64, 7 in float32: the truncation error is
-below one unit in the last place), 2^k from integer shifts, and tanh x = ±1 once |x| is large
-enough that the result rounds to 1. For small |x|, u ≈ 2|x| without cancellation, so (T1) keeps
-full relative accuracy down to the subnormals. Measured error: at most 3 units in the last place
-against a 40-digit reference (the C library's tanh: at most 2), in float64 and in float32.
+below one unit in the last place), 2^k from integer shifts, the rounding error of u + 2 folded
+back into the quotient (Fast2Sum), and tanh x = ±1 once |x| is large enough that the result
+rounds to 1. For small |x|, u ≈ 2|x| without cancellation, so (T1) keeps full relative accuracy
+down to the subnormals. Measured error against a 40-digit reference: at most 3 units in the last
+place in float64 (the C library's tanh: at most 2) and 2 in float32. It is odd and exact at
+±0, ±inf and NaN, but not monotone at the level of single ulps.
 
-Only IEEE additions, multiplications and one division per element, in a fixed order, with no
-``fastmath``: the result is bit-for-bit the same on every machine and in the vectorized and the
-scalar remainder parts of a loop, so it does not depend on how arrays are split into chunks.
+Only IEEE additions, multiplications and divisions in a fixed order, with no ``fastmath`` (so no
+fused multiply-adds): the result is bit-for-bit the same on every machine and in the vectorized
+and the scalar remainder parts of a loop, so it does not depend on how arrays are split into
+chunks. The compiled code is cached on disk (numba ``cache=True``) after a process's first call.
 """
 
 from __future__ import annotations
@@ -27,140 +30,171 @@ import math
 
 import numba
 import numpy as np
+from numba import types
+from numba.extending import overload
 
 __all__ = ["tanh", "tanh_layer", "scale_layer"]
 
 _JIT = dict(nogil=True, cache=True, error_model="numpy")
 
 
-def _truncate(value: float, dtype, bits: int) -> float:
+def _truncate(value: float, dtype, bits: int):
     """``value`` in ``dtype`` with its last ``bits`` mantissa bits cleared."""
     a = np.array([value], dtype=dtype)
     ints = a.view(np.int64 if a.itemsize == 8 else np.int32)
     ints &= ~((1 << bits) - 1)
-    return float(a[0])
+    return a[0]
 
 
-def _make_tanh(dtype):
-    """The scalar tanh (T1)-(T2) for float64 or float32 arguments (inlined into the loops)."""
-    f = np.dtype(dtype).type
-    ln2 = math.log(2.0)
-    if f is np.float64:
-        # LN2_HI keeps 32 significant bits, so k·LN2_HI is exact for the k ≤ 58 used here.
-        hi = _truncate(ln2, np.float64, 21)
-        degree, cap, one_above = 13, 40.0, 19.5  # tanh x rounds to 1 for |x| > 19.06
-    else:
-        hi = _truncate(ln2, np.float32, 12)
-        degree, cap, one_above = 7, 20.0, 9.5  # float32: rounds to 1 for |x| > 9.01
-    lo = ln2 - hi
-    LN2_HI, LN2_LO, INV_LN2 = f(hi), f(lo), f(1.0 / ln2)
-    CAP, ONE_ABOVE, HALF, ONE, TWO = f(cap), f(one_above), f(0.5), f(1.0), f(2.0)
-    # Taylor coefficients 1/j! of e^r − 1 = r + r²/2! + … + r^degree/degree!, evaluated by
-    # Estrin's scheme (short dependency chains, so vector lanes overlap) on |r| ≤ ln2/2.
-    c = [f(1.0 / math.factorial(j)) for j in range(degree + 1)]
-    c2, c3, c4, c5, c6, c7 = c[2:8]
-    if degree == 13:
-        c8, c9, c10, c11, c12, c13 = c[8:14]
-
-        @numba.njit(inline="always", **_JIT)
-        def expm1_reduced(r):
-            r2 = r * r
-            r4 = r2 * r2
-            r8 = r4 * r4
-            a = c2 + c3 * r
-            b = (c4 + c5 * r) + r2 * (c6 + c7 * r)
-            d = (c8 + c9 * r) + r2 * (c10 + c11 * r) + r4 * (c12 + c13 * r)
-            return r + r2 * a + r4 * b + r8 * d
-    else:
-
-        @numba.njit(inline="always", **_JIT)
-        def expm1_reduced(r):
-            r2 = r * r
-            r4 = r2 * r2
-            return r + r2 * (c2 + c3 * r) + r4 * ((c4 + c5 * r) + r2 * (c6 + c7 * r))
-
-    K_SPLIT = np.int32(30)
-    ONE_I = np.int32(1)
-
-    @numba.njit(inline="always", **_JIT)
-    def tanh_scalar(x):
-        y = min(TWO * abs(x), CAP)  # NaN → CAP: the index below stays in range
-        k = np.floor(y * INV_LN2 + HALF)
-        r = (y - k * LN2_HI) - k * LN2_LO
-        p = expm1_reduced(r)
-        # 2^k, 0 ≤ k ≤ 58, as a product of two int32 powers of two (vectorizes on AVX2).
-        ki = np.int32(k)
-        k1 = min(ki, K_SPLIT)
-        s = f(ONE_I << k1) * f(ONE_I << np.int32(ki - k1))
-        u = s * p + (s - ONE)  # (T2)
-        t = u / (u + TWO)  # (T1)
-        t = ONE if abs(x) > ONE_ABOVE else t
-        return math.copysign(t, x)  # NaN stays NaN (so do y, r, u and t)
-
-    return tanh_scalar
+# Constants are module globals (numba freezes them at compile time) rather than closure cells,
+# so the compiled functions can be cached on disk between processes.
+_LN2 = math.log(2.0)
+# LN2_HI keeps 32 (float64) / 12 (float32) significant bits: k·LN2_HI is exact for every k used.
+LN2_HI_64 = _truncate(_LN2, np.float64, 21)
+LN2_LO_64 = np.float64(_LN2 - float(LN2_HI_64))
+INV_LN2_64 = np.float64(1.0 / _LN2)
+CAP_64, ONE_ABOVE_64 = np.float64(40.0), np.float64(19.5)  # tanh x rounds to 1 beyond 19.06
+ONE_64, HALF_64 = np.float64(1.0), np.float64(0.5)
+LN2_HI_32 = _truncate(_LN2, np.float32, 12)
+LN2_LO_32 = np.float32(_LN2 - float(LN2_HI_32))
+INV_LN2_32 = np.float32(1.0 / _LN2)
+CAP_32, ONE_ABOVE_32 = np.float32(20.0), np.float32(9.5)  # float32: rounds to 1 beyond 9.01
+ONE_32, HALF_32 = np.float32(1.0), np.float32(0.5)
+# Taylor coefficients 1/j! of e^r − 1 = r + r²/2! + … (degree 13 in float64, 7 in float32).
+(C2, C3, C4, C5, C6, C7, C8, C9, C10, C11, C12, C13) = (
+    np.float64(1.0 / math.factorial(j)) for j in range(2, 14)
+)
+(F2, F3, F4, F5, F6, F7) = (np.float32(1.0 / math.factorial(j)) for j in range(2, 8))
 
 
-_TANH64 = _make_tanh(np.float64)
-_TANH32 = _make_tanh(np.float32)
+@numba.njit(inline="always", **_JIT)
+def _expm1_reduced_64(r):
+    # Estrin's scheme: short dependency chains, so the vector lanes' latencies overlap.
+    r2 = r * r
+    r4 = r2 * r2
+    r8 = r4 * r4
+    a = C2 + C3 * r
+    b = (C4 + C5 * r) + r2 * (C6 + C7 * r)
+    d = (C8 + C9 * r) + r2 * (C10 + C11 * r) + r4 * (C12 + C13 * r)
+    return r + r2 * a + r4 * b + r8 * d
 
 
-def _make_kernels(tanh_scalar, f):
-    ONE = f(1.0)
-    INF = f(np.inf)
-
-    @numba.njit(**_JIT)
-    def tanh_flat(x, out):
-        for i in range(x.size):
-            out[i] = tanh_scalar(x[i])
-
-    @numba.njit(**_JIT)
-    def tanh_layer_kernel(z, bias, h, dphi, bad, store_z):
-        c, B, n = z.shape
-        for m in range(c):
-            count = 0  # an integer sum vectorizes; a float one would need fastmath
-            for b in range(B):
-                for j in range(n):
-                    v = z[m, b, j] + bias[m, j]
-                    if store_z:
-                        z[m, b, j] = v
-                    count += 0 if abs(v) < INF else 1
-                    t = tanh_scalar(v)
-                    h[m, b, j] = t
-                    dphi[m, b, j] = ONE - t * t
-            bad[m] = count > 0
-
-    @numba.njit(**_JIT)
-    def scale_layer_kernel(d, back, bad):
-        c, B, n = d.shape
-        for m in range(c):
-            count = 0
-            for b in range(B):
-                for j in range(n):
-                    v = d[m, b, j] * back[m, b, j]
-                    d[m, b, j] = v
-                    count += 0 if abs(v) < INF else 1
-            bad[m] = count > 0
-
-    return tanh_flat, tanh_layer_kernel, scale_layer_kernel
+@numba.njit(inline="always", **_JIT)
+def _expm1_reduced_32(r):
+    r2 = r * r
+    r4 = r2 * r2
+    return r + r2 * (F2 + F3 * r) + r4 * ((F4 + F5 * r) + r2 * (F6 + F7 * r))
 
 
-_KERNELS = {
-    np.dtype(np.float64): _make_kernels(_TANH64, np.float64),
-    np.dtype(np.float32): _make_kernels(_TANH32, np.float32),
-}
+@numba.njit(inline="always", **_JIT)
+def _reduce(x, ln2_hi, ln2_lo, inv_ln2, cap, half):
+    """(T2)'s k and r for y = 2|x| (capped): y = k ln2 + r, |r| ≤ ln2/2; all in x's type."""
+    y = min(abs(x) + abs(x), cap)  # NaN stays NaN
+    k = np.floor(y * inv_ln2 + half)
+    r = (y - k * ln2_hi) - k * ln2_lo
+    return k, r
 
 
-def _kernels(dtype) -> tuple:
-    try:
-        return _KERNELS[np.dtype(dtype)]
-    except KeyError:
-        raise ValueError(f"the compiled kernels need float64 or float32, got {dtype}") from None
+@numba.njit(inline="always", **_JIT)
+def _exponent(k):
+    """k as int32 for the shifts below; NaN (no exponent) becomes 0 so the conversion stays
+    defined (r and p are NaN then anyway)."""
+    return np.int32(k) if k == k else np.int32(0)
+
+
+@numba.njit(inline="always", **_JIT)
+def _finish(x, s, p, one, one_above):
+    """tanh x from s = 2^k and p = e^r − 1 by (T2) then (T1), the sum u + 2 corrected."""
+    two = one + one
+    u = s * p + (s - one)  # e^{2|x|} − 1, (T2)
+    # (T1) with the rounding error e of d = u + 2 folded back in (Fast2Sum: d + e = u + 2
+    # exactly): u/(d + e) = q·(1 − e/d) to first order, q = u/d.
+    d = u + two
+    e = (max(u, two) - d) + min(u, two)
+    q = u / d
+    t = q - q * (e / d)
+    t = one if abs(x) > one_above else t
+    return math.copysign(t, x)  # NaN stays NaN (so are r, p, u and t)
+
+
+@numba.njit(inline="always", **_JIT)
+def _tanh64(x):
+    k, r = _reduce(x, LN2_HI_64, LN2_LO_64, INV_LN2_64, CAP_64, HALF_64)
+    # 2^k, 0 ≤ k ≤ 58, as a product of two powers of two from integer shifts (vectorizes).
+    ki = _exponent(k)
+    k1 = min(ki, np.int32(30))
+    s = np.float64(np.int32(1) << k1) * np.float64(np.int32(1) << np.int32(ki - k1))
+    return _finish(x, s, _expm1_reduced_64(r), ONE_64, ONE_ABOVE_64)
+
+
+@numba.njit(inline="always", **_JIT)
+def _tanh32(x):
+    k, r = _reduce(x, LN2_HI_32, LN2_LO_32, INV_LN2_32, CAP_32, HALF_32)
+    s = np.float32(np.int32(1) << _exponent(k))  # 0 ≤ k ≤ 29
+    return _finish(x, s, _expm1_reduced_32(r), ONE_32, ONE_ABOVE_32)
+
+
+def _tanh_any(x):  # pragma: no cover - replaced by the overload inside compiled code
+    raise NotImplementedError
+
+
+@overload(_tanh_any, inline="always")
+def _tanh_any_typed(x):
+    """Compile-time choice of the float32 or float64 tanh by the argument's type."""
+    if isinstance(x, types.Float) and x.bitwidth == 32:
+        return lambda x: _tanh32(x)
+    return lambda x: _tanh64(x)
+
+
+@numba.njit(**_JIT)
+def _tanh_flat(x, out):
+    for i in range(x.size):
+        out[i] = _tanh_any(x[i])
+
+
+@numba.njit(**_JIT)
+def _tanh_layer(z, bias, h, dphi, bad, store_z, one, inf):
+    # one, inf: scalars of the arrays' type, so float32 arithmetic stays float32.
+    c, B, n = z.shape
+    for m in range(c):
+        count = 0  # an integer sum vectorizes; a float one would need fastmath
+        for b in range(B):
+            for j in range(n):
+                v = z[m, b, j] + bias[m, j]
+                if store_z:
+                    z[m, b, j] = v
+                count += 0 if abs(v) < inf else 1
+                t = _tanh_any(v)
+                h[m, b, j] = t
+                dphi[m, b, j] = one - t * t
+        bad[m] = count > 0
+
+
+@numba.njit(**_JIT)
+def _scale_layer(d, back, bad, inf):
+    c, B, n = d.shape
+    for m in range(c):
+        count = 0
+        for b in range(B):
+            for j in range(n):
+                v = d[m, b, j] * back[m, b, j]
+                d[m, b, j] = v
+                count += 0 if abs(v) < inf else 1
+        bad[m] = count > 0
+
+
+_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 
 
 def supported(*arrays: np.ndarray) -> bool:
     """Whether the kernels take these arrays: one float64/float32 dtype, C-contiguous."""
     dtype = arrays[0].dtype
-    return dtype in _KERNELS and all(a.dtype == dtype and a.flags.c_contiguous for a in arrays)
+    return dtype in _DTYPES and all(a.dtype == dtype and a.flags.c_contiguous for a in arrays)
+
+
+def _check(*arrays: np.ndarray) -> None:
+    if not supported(*arrays):
+        raise ValueError("the kernels need C-contiguous float64 or float32 arrays of one dtype")
 
 
 def tanh(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -182,7 +216,7 @@ def tanh(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         out = np.empty_like(x)
     if out.shape != x.shape or not supported(x, out):
         raise ValueError("tanh needs float64/float32 x and a C-contiguous out of x's shape/dtype")
-    _kernels(x.dtype)[0](x.reshape(-1), out.reshape(-1))
+    _tanh_flat(x.reshape(-1), out.reshape(-1))
     return out
 
 
@@ -215,8 +249,10 @@ def tanh_layer(
     ndarray of bool, shape ``(c,)``
         True where the network's z⁽ˡ⁾ holds inf or NaN.
     """
+    _check(z, bias, h, dphi)
+    f = z.dtype.type
     bad = np.empty(z.shape[0], dtype=bool)
-    _kernels(z.dtype)[1](z, bias, h, dphi, bad, bool(store_z))
+    _tanh_layer(z, bias, h, dphi, bad, bool(store_z), f(1.0), f(np.inf))
     return bad
 
 
@@ -232,6 +268,7 @@ def scale_layer(d: np.ndarray, back: np.ndarray) -> np.ndarray:
     -------
     ndarray of bool, shape ``(c,)``
     """
+    _check(d, back)
     bad = np.empty(d.shape[0], dtype=bool)
-    _kernels(d.dtype)[2](d, back, bad)
+    _scale_layer(d, back, bad, d.dtype.type(np.inf))
     return bad

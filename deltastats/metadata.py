@@ -54,7 +54,8 @@ def now() -> str:
 
 def numerics() -> dict[str, Any]:
     """What besides (config, seed) decides the last bits: the BLAS build and kernel family,
-    and whether the engine's compiled tanh kernels or numpy's tanh ran."""
+    and the engine's :data:`~deltastats.engine.USE_COMPILED_KERNELS` setting (compiled tanh
+    layers or numpy's tanh)."""
     from threadpoolctl import threadpool_info
 
     from . import engine
@@ -64,7 +65,7 @@ def numerics() -> dict[str, Any]:
         for i in threadpool_info()
         if i.get("user_api") == "blas"
     ]
-    return {"blas": blas, "compiled_kernels": bool(engine.USE_COMPILED_KERNELS)}
+    return {"blas": blas, "use_compiled_kernels": bool(engine.USE_COMPILED_KERNELS)}
 
 
 def metadata(config: dict[str, Any], **extra: Any) -> dict[str, Any]:

@@ -240,10 +240,9 @@ def test_parameter_draws_are_the_same_with_threads(monkeypatch, init):
     from deltastats import networks
 
     net = ds.MLP((40, 50, 30, 2), sigma_w=1.2, sigma_b=0.3, init=init)
-    monkeypatch.setattr(networks, "_PARALLEL_PARAMETERS", 1)  # threads for any draw
-    with threadpool_limits(2):
-        threaded = net.sample(9, seed=4, start=2)
-    monkeypatch.setattr(networks, "_PARALLEL_PARAMETERS", 10**18)  # never threads
+    monkeypatch.setattr(networks, "_sampling_threads", lambda n: 3)  # even on one CPU
+    threaded = net.sample(9, seed=4, start=2)
+    monkeypatch.setattr(networks, "_sampling_threads", lambda n: 1)
     serial = net.sample(9, seed=4, start=2)
     for a, b in zip(threaded.weights + threaded.biases, serial.weights + serial.biases):
         np.testing.assert_array_equal(a, b)
