@@ -42,7 +42,8 @@ def test_run_small_config_writes_table_plot_and_metadata(tmp_path, capsys):
         assert (folder / name).exists(), name
     meta = json.loads((folder / "metadata.json").read_text())
     assert meta["config"]["width"] == 16 and meta["seed"] == 0
-    assert "numpy" in meta["versions"]
+    assert "numpy" in meta["versions"] and "numba" in meta["versions"]
+    assert isinstance(meta["numerics"]["use_compiled_kernels"], bool) and meta["numerics"]["blas"]
     assert "layer" in capsys.readouterr().out
     table = pd.read_csv(folder / "per_layer.csv")
     assert {"prediction", "verdict", "ci_low", "ci_high"} <= set(table.columns)
