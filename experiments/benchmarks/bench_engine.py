@@ -21,7 +21,9 @@ repetitions and as ratios:
 
 (a) ``deltastats.backprop(..., grads=False)`` (keeps z, h and δ of every layer, the default),
     (a') with ``keep_layers=()`` (δ only, what the runner asks for), (a'') keeping all but
-    passing the previous trace as ``out=`` (no fresh memory to page in: a streaming loop);
+    passing the previous trace as ``out=`` (no fresh memory to page in: a streaming loop),
+    (a‴) δ only with the compiled one-pass kernels switched to the other setting than this
+    machine's default (``engine.USE_COMPILED_KERNELS``), which shows what the kernels gain;
 (b) the engine's bare matmuls: the same 2L − 1 stacked matmul calls per chunk, same thread
     split, no element-wise work — the floor the engine can reach; also the same matmuls as
     whole-stack numpy ``matmul`` calls with multi-threaded BLAS (the pre-threading engine);
@@ -101,6 +103,27 @@ def engine_runner(net, params, x, y, reuse: bool = False, **kw) -> Callable[[], 
         return trace.delta[0]
 
     return run
+
+
+def toggled_kernels_runner(net, params, x, y) -> Callable[[], np.ndarray]:
+    """``keep_layers=()`` with the engine's compiled kernels switched to the other setting than
+    this machine's default (numpy's element-wise passes where the kernels are on by default)."""
+
+    def run():
+        default = _engine.USE_COMPILED_KERNELS
+        _engine.USE_COMPILED_KERNELS = not default
+        try:
+            trace = ds.backprop(net, params, x, y, grads=False, keep_layers=())
+        finally:
+            _engine.USE_COMPILED_KERNELS = default
+        return trace.delta[0]
+
+    return run
+
+
+TOGGLED = "(a‴) engine, δ only, " + (
+    "numpy element-wise (kernels off)" if _engine.USE_COMPILED_KERNELS else "compiled kernels on"
+)
 
 
 def bare_matmuls_runner(params, x) -> Callable[[], None]:
@@ -296,6 +319,7 @@ def bench_cell(width: int, dtype, args, cpus: int) -> dict:
     runners["(a) engine backprop"] = engine_runner(net, params, x, y)
     runners["(a') engine, δ only"] = engine_runner(net, params, x, y, keep_layers=())
     runners["(a'') engine, out= reused"] = engine_runner(net, params, x, y, reuse=True)
+    runners[TOGGLED] = toggled_kernels_runner(net, params, x, y)
     runners[BARE] = bare_matmuls_runner(params, x)
     runners["(b') numpy stacked matmuls"] = stacked_matmuls_runner(params, x)
     gemm, gemm_flops = gemm_runner(flops, dtype)
@@ -322,6 +346,7 @@ def bench_cell(width: int, dtype, args, cpus: int) -> dict:
         if k in runners:
             checks[k] = rel_diff(runners[k](), ref)
     checks["(a') engine, δ only"] = rel_diff(runners["(a') engine, δ only"](), ref)
+    checks[TOGGLED] = rel_diff(runners[TOGGLED](), ref)
 
     times = time_interleaved(runners, args.reps)
     rows = {}
