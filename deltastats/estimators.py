@@ -727,6 +727,27 @@ def stream(
                 bar.update(done)
             if _final_only and until_rel_error is None and total < n_networks:
                 continue  # estimate() needs only the last summary: skip the running ones
+            if (
+                _final_only
+                and until_rel_error is not None
+                and method != "bootstrap"
+                and total < n_networks
+            ):
+                # Test the stopping rule on the rule's statistics only (a full summary costs
+                # as much as several chunks); clt and jackknife give each statistic the same
+                # interval alone as in the full table, so the stop is where stream() stops.
+                probe = summarize(
+                    acc,
+                    method=method,
+                    confidence=confidence,
+                    seed=seed,
+                    statistics=until_statistics,
+                )
+                if not (
+                    probe.n_networks >= min_networks
+                    and probe.rel_error(until_statistics) <= until_rel_error
+                ):
+                    continue
             est = summarize(
                 acc, method=method, confidence=confidence, n_resamples=n_resamples, seed=seed
             )

@@ -4,6 +4,7 @@ import dataclasses
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import deltastats as ds
@@ -223,6 +224,12 @@ def test_stream_yields_running_estimates_and_stops_at_target_precision():
     last = stopped[-1]
     assert 100 <= last.n_networks < 4000
     assert last.rel_error("delta_sq") <= 0.08 < stopped[-2].rel_error("delta_sq")
+    # estimate() tests the rule on the rule's statistics alone: the same stop, the same table
+    for method in ("clt", "jackknife"):
+        many = list(E.stream(net, n_networks=4000, until_rel_error=0.08, method=method, **kw))
+        once = E.estimate(net, n_networks=4000, until_rel_error=0.08, method=method, **kw)
+        assert once.n_networks == many[-1].n_networks
+        pd.testing.assert_frame_equal(once.table, many[-1].table)
 
 
 def test_weight_decay_changes_only_weight_gradients():
