@@ -516,7 +516,7 @@ def _run_chunk_inner(ctx: _Context, s: slice) -> None:
             # One compiled pass: z += b, h = tanh z, φ' = 1 − h², overflow flags (kernels.py).
             # h alternates between two buffers: h⁽ˡ⁻¹⁾ is still the matmul's input here.
             h = ctx.hk[l][s] if ctx.hk[l] is not None else _buffer(ctx, f"h{l % 2}", width, c)
-            ctx.zbad[s, l] = kernels.tanh_layer(z, bias, h, d, store_z=ctx.zk[l] is not None)
+            ctx.zbad[s, l] = kernels._tanh_layer_unchecked(z, bias, h, d, ctx.zk[l] is not None)
             continue
         z += bias[:, None, :]
         ctx.zbad[s, l] = _nonfinite(z)
@@ -558,7 +558,7 @@ def _run_chunk_inner(ctx: _Context, s: slice) -> None:
             )
         d = ctx.deltas[l][s]
         if ctx.compiled:
-            ctx.dbad[s, l] = kernels.scale_layer(d, back)  # d *= back in one compiled pass
+            ctx.dbad[s, l] = kernels._scale_layer_unchecked(d, back)  # d *= back, one pass
         else:
             np.multiply(d, back, out=d)
             ctx.dbad[s, l] = _nonfinite(d)
@@ -635,14 +635,6 @@ def _nonfinite(a: np.ndarray) -> np.ndarray:
     if bad.any():
         bad[bad] = ~np.isfinite(a[bad]).all(axis=(-2, -1))
     return bad
-
-
-def _dphi(net: MLP, layer: int, z: np.ndarray, h: np.ndarray) -> np.ndarray:
-    """φ'(z⁽ˡ⁾), from h when the activation allows (tanh: 1 − h², cheaper than from z)."""
-    act = net.layer_activation(layer)
-    if act.dphi_from_output is not None:
-        return act.dphi_from_output(h)
-    return act.dphi(z)
 
 
 # ---- threads and BLAS ----------------------------------------------------------------------

@@ -250,6 +250,11 @@ def tanh_layer(
         True where the network's z⁽ˡ⁾ holds inf or NaN.
     """
     _check(z, bias, h, dphi)
+    return _tanh_layer_unchecked(z, bias, h, dphi, store_z)
+
+
+def _tanh_layer_unchecked(z, bias, h, dphi, store_z: bool) -> np.ndarray:
+    """:func:`tanh_layer` for callers that have checked the arrays (the engine, per chunk)."""
     f = z.dtype.type
     bad = np.empty(z.shape[0], dtype=bool)
     _tanh_layer(z, bias, h, dphi, bad, bool(store_z), f(1.0), f(np.inf))
@@ -269,6 +274,11 @@ def scale_layer(d: np.ndarray, back: np.ndarray) -> np.ndarray:
     ndarray of bool, shape ``(c,)``
     """
     _check(d, back)
+    return _scale_layer_unchecked(d, back)
+
+
+def _scale_layer_unchecked(d, back) -> np.ndarray:
+    """:func:`scale_layer` for callers that have checked the arrays (the engine, per chunk)."""
     bad = np.empty(d.shape[0], dtype=bool)
     _scale_layer(d, back, bad, d.dtype.type(np.inf))
     return bad
