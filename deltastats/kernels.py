@@ -11,17 +11,19 @@ a tanh the compiler can vectorize:
 
 with |r| ≤ ln2 / 2, ``ln 2`` split in two parts so that ``k · LN2_HI`` is exact (Cody–Waite),
 e^r − 1 by its Taylor polynomial (degree 13 in float64, 7 in float32: the truncation error is
-below one unit in the last place), 2^k from integer shifts, the rounding error of u + 2 folded
-back into the quotient (Fast2Sum), and tanh x = ±1 once |x| is large enough that the result
-rounds to 1. For small |x|, u ≈ 2|x| without cancellation, so (T1) keeps full relative accuracy
-down to the subnormals. Measured error against a 40-digit reference: at most 3 units in the last
-place in float64 (the C library's tanh: at most 2) and 2 in float32. It is odd and exact at
-±0, ±inf and NaN, but not monotone at the level of single ulps.
+below one unit in the last place), 2^k written straight into the exponent bits, the rounding
+error of u + 2 folded back into the quotient (Fast2Sum), and tanh x = ±1 once |x| is large
+enough that the result rounds to 1. For small |x|, u ≈ 2|x| without cancellation, so (T1)
+keeps full relative accuracy down to the subnormals. Measured error against a 40-digit
+reference: at most 3 units in the last place in float64 (the C library's tanh: at most 2) and
+2 in float32. It is odd and exact at ±0, ±inf and NaN, but not monotone at the level of single
+ulps.
 
-Only IEEE additions, multiplications and divisions in a fixed order, with no ``fastmath`` (so no
-fused multiply-adds): the result is bit-for-bit the same on every machine and in the vectorized
-and the scalar remainder parts of a loop, so it does not depend on how arrays are split into
-chunks. The compiled code is cached on disk (numba ``cache=True``) after a process's first call.
+Only IEEE additions, multiplications and divisions in a fixed order (plus exact integer work on
+the bits of 2^k), with no ``fastmath`` (so no fused multiply-adds): the result is bit-for-bit
+the same on every machine and in the vectorized and the scalar remainder parts of a loop, so it
+does not depend on how arrays are split into chunks. The compiled code is cached on disk
+(numba ``cache=True``) after a process's first call.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import math
 import numba
 import numpy as np
 from numba import types
-from numba.extending import overload
+from numba.extending import intrinsic, overload
 
 __all__ = ["tanh", "tanh_layer", "scale_layer"]
 
@@ -65,6 +67,10 @@ ONE_32, HALF_32 = np.float32(1.0), np.float32(0.5)
     np.float64(1.0 / math.factorial(j)) for j in range(2, 14)
 )
 (F2, F3, F4, F5, F6, F7) = (np.float32(1.0 / math.factorial(j)) for j in range(2, 8))
+# 1.5·2⁵² (float32: 1.5·2²³): adding a small integer k stores k in the lowest mantissa bits.
+MAGIC_64, MAGIC_32 = np.float64(1.5 * 2.0**52), np.float32(1.5 * 2.0**23)
+MAGIC_BITS_64 = np.array([MAGIC_64]).view(np.int64)[0]
+MAGIC_BITS_32 = np.array([MAGIC_32]).view(np.int32)[0]
 
 
 @numba.njit(inline="always", **_JIT)
@@ -95,11 +101,47 @@ def _reduce(x, ln2_hi, ln2_lo, inv_ln2, cap, half):
     return k, r
 
 
+def _bitcast(source, target):
+    """A compiled reinterpretation of a number's bits as another type of the same width (free)."""
+
+    @intrinsic
+    def cast(typingctx, value):
+        if value != source:
+            return None
+
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], context.get_value_type(target))
+
+        return target(source), codegen
+
+    return cast
+
+
+_float64_bits, _bits_float64 = (
+    _bitcast(types.float64, types.int64),
+    _bitcast(types.int64, types.float64),
+)
+_float32_bits, _bits_float32 = (
+    _bitcast(types.float32, types.int32),
+    _bitcast(types.int32, types.float32),
+)
+
+
 @numba.njit(inline="always", **_JIT)
-def _exponent(k):
-    """k as int32 for the shifts below; NaN (no exponent) becomes 0 so the conversion stays
-    defined (r and p are NaN then anyway)."""
-    return np.int32(k) if k == k else np.int32(0)
+def _power_of_two_64(k):
+    """2^k for an integral float64 k in [0, 1023): k + 1.5·2⁵² holds k in its low mantissa
+    bits, which are moved into the exponent field. Integer adds and shifts only, all of which
+    AVX2 vectorizes (float → int64 conversion has no AVX2 instruction and ran lane by lane).
+    A NaN k gives some finite or non-finite s; the result is NaN anyway (p is NaN)."""
+    k_bits = _float64_bits(k + MAGIC_64) - MAGIC_BITS_64
+    return _bits_float64((k_bits + np.int64(1023)) << np.int64(52))
+
+
+@numba.njit(inline="always", **_JIT)
+def _power_of_two_32(k):
+    """float32 version of :func:`_power_of_two_64`, k in [0, 127)."""
+    k_bits = _float32_bits(k + MAGIC_32) - MAGIC_BITS_32
+    return _bits_float32(np.int32((k_bits + np.int32(127)) << np.int32(23)))
 
 
 @numba.njit(inline="always", **_JIT)
@@ -120,17 +162,14 @@ def _finish(x, s, p, one, one_above):
 @numba.njit(inline="always", **_JIT)
 def _tanh64(x):
     k, r = _reduce(x, LN2_HI_64, LN2_LO_64, INV_LN2_64, CAP_64, HALF_64)
-    # 2^k, 0 ≤ k ≤ 58, as a product of two powers of two from integer shifts (vectorizes).
-    ki = _exponent(k)
-    k1 = min(ki, np.int32(30))
-    s = np.float64(np.int32(1) << k1) * np.float64(np.int32(1) << np.int32(ki - k1))
+    s = _power_of_two_64(k)  # 0 ≤ k ≤ 58
     return _finish(x, s, _expm1_reduced_64(r), ONE_64, ONE_ABOVE_64)
 
 
 @numba.njit(inline="always", **_JIT)
 def _tanh32(x):
     k, r = _reduce(x, LN2_HI_32, LN2_LO_32, INV_LN2_32, CAP_32, HALF_32)
-    s = np.float32(np.int32(1) << _exponent(k))  # 0 ≤ k ≤ 29
+    s = _power_of_two_32(k)  # 0 ≤ k ≤ 29
     return _finish(x, s, _expm1_reduced_32(r), ONE_32, ONE_ABOVE_32)
 
 
@@ -157,13 +196,15 @@ def _tanh_layer(z, bias, h, dphi, bad, store_z, one, inf):
     # one, inf: scalars of the arrays' type, so float32 arithmetic stays float32.
     c, B, n = z.shape
     for m in range(c):
-        count = 0  # an integer sum vectorizes; a float one would need fastmath
+        # An integer sum vectorizes (a float one would need fastmath); int32, not numba's
+        # default int64, so float32 loops run 8 lanes wide (measured 3.3 vs 1.7 ns per element).
+        count = np.int32(0)
         for b in range(B):
             for j in range(n):
                 v = z[m, b, j] + bias[m, j]
                 if store_z:
                     z[m, b, j] = v
-                count += 0 if abs(v) < inf else 1
+                count = np.int32(count + (0 if abs(v) < inf else 1))
                 t = _tanh_any(v)
                 h[m, b, j] = t
                 dphi[m, b, j] = one - t * t
@@ -174,12 +215,12 @@ def _tanh_layer(z, bias, h, dphi, bad, store_z, one, inf):
 def _scale_layer(d, back, bad, inf):
     c, B, n = d.shape
     for m in range(c):
-        count = 0
+        count = np.int32(0)
         for b in range(B):
             for j in range(n):
                 v = d[m, b, j] * back[m, b, j]
                 d[m, b, j] = v
-                count += 0 if abs(v) < inf else 1
+                count = np.int32(count + (0 if abs(v) < inf else 1))
         bad[m] = count > 0
 
 
