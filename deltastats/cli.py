@@ -33,7 +33,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     sw = sub.add_parser("sweep", help="run a parameter sweep from a TOML config", **common)
     sw.add_argument("config", help="sweep TOML (see deltastats.sweeps)")
-    sw.add_argument("--jobs", type=int, default=1, help="parallel worker processes (default 1)")
+    sw.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="CPU cores to use (default: all): one worker process per point up to this many, "
+        "each single-threaded; --jobs 1 runs on one core",
+    )
     sw.add_argument("--resume", action="store_true", help="skip points already finished")
     sw.add_argument("--overwrite", action="store_true", help="discard finished points")
     sw.add_argument("--out", default=None, help="results folder (default results/<name>/)")

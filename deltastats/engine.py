@@ -674,12 +674,17 @@ def _single_threaded_blas():
                     lib.set_num_threads(n)
 
 
+def usable_cpus() -> int:
+    """Number of CPU cores this process may run on (its affinity mask, else ``os.cpu_count``)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
 def _default_threads() -> int:
     """As many threads as BLAS may use now (1 inside a BLAS-limited worker), ≤ usable CPUs."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cpus = os.cpu_count() or 1
+    cpus = usable_cpus()
     with _LOCK:
         if _BLAS["depth"] > 0:
             return 1  # called from inside a running backprop (already parallel)

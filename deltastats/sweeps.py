@@ -52,6 +52,7 @@ import pandas as pd
 
 from .config import Experiment
 from .config import sigma_aliases as _aliases
+from .engine import usable_cpus
 from .metadata import metadata, now, write_json_atomic
 
 SWEEP_KEYS = ("name", "seed", "paired", "description", "base", "grid", "points", "quick")
@@ -281,7 +282,7 @@ def run_sweep(
     config: str | Path | dict | Sweep,
     *,
     out: str | Path | None = None,
-    jobs: int = 1,
+    jobs: int | None = None,
     resume: bool = False,
     overwrite: bool = False,
     quick: bool = False,
@@ -298,9 +299,12 @@ def run_sweep(
         The sweep config (see the module docstring).
     out : path or None
         Results folder; default ``results/<sweep name>/``.
-    jobs : int
-        Parallel worker processes (joblib, loky). BLAS threads per worker are limited to
-        ``max(1, cpu_count // jobs)`` so the workers do not oversubscribe the cores.
+    jobs : int or None
+        CPU cores the sweep may use; ``None`` (default) uses every core this process may run
+        on. The points run in ``min(jobs, points to run)`` worker processes (joblib, loky; one
+        worker runs in this process), each limited to ``jobs // workers`` BLAS and engine
+        threads: ``jobs=1`` is a single core, and a sweep with fewer points than cores gives
+        each point several threads. Results are the same bits for every ``jobs``.
     resume : bool
         Keep finished points in ``<out>/points/`` and run only the rest.
     overwrite : bool
@@ -329,8 +333,10 @@ def run_sweep(
     from .runner import analyse
 
     sweep = config if isinstance(config, Sweep) else load_sweep(config, quick=quick)
+    if jobs is None:
+        jobs = usable_cpus()
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs must be a positive int, got {jobs!r}")
+        raise ValueError(f"jobs must be a positive int or None, got {jobs!r}")
     fn = analyse if point_fn is None else point_fn
     folder = Path("results") / sweep.name if out is None else Path(out)
     points_dir = folder / "points"
@@ -359,15 +365,18 @@ def run_sweep(
         )
     todo = [i for i, pid in enumerate(ids) if pid not in finished]
     started = now()
-    cpu = os.cpu_count() or 1
-    blas = max(1, cpu // jobs)
+    # jobs is a core budget: one process per point up to `jobs`, the rest as threads.
+    workers = max(1, min(jobs, len(todo)))
+    blas = max(1, jobs // workers) if scheduler is None else 1
     tasks = [
         (fn, sweep.experiments[i], sweep.points[i], ids[i], points_dir, blas, True) for i in todo
     ]
     status: dict[str, str] = {}
     if todo:
         results = (
-            _run_local(tasks, jobs, backend) if scheduler is None else _run_dask(tasks, scheduler)
+            _run_local(tasks, workers, backend)
+            if scheduler is None
+            else _run_dask(tasks, scheduler)
         )
         bar = tqdm(total=len(todo), disable=not progress, desc=sweep.name, unit="point")
         for pid, state, _, _ in results:
@@ -408,6 +417,8 @@ def run_sweep(
             sweep_seed=sweep.seed,
             point_seeds=dict(zip(ids, (e.seed for e in sweep.experiments))),
             jobs=jobs,
+            workers=workers if scheduler is None else None,
+            threads_per_worker=blas,
             quick=quick,
             started=started,
             finished=now(),

@@ -1,5 +1,6 @@
 """Sweeps: parallel = serial bit for bit, kill -9 and resume, failing points, bad configs."""
 
+import json
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from deltastats.engine import usable_cpus
 from deltastats.sweeps import load_sweep, point_seed, run_sweep
 
 CONFIG = {
@@ -29,6 +31,29 @@ def test_jobs_two_equals_jobs_one_exactly(tmp_path):
     assert {"width", "sigma_w2", "point", "point_seed"} <= set(a.table.columns)
     assert (tmp_path / "a" / "results.parquet").exists()
     assert (tmp_path / "a" / "metadata.json").exists()
+
+
+def _threads_table(exp):
+    """A point that reports how many threads the engine would use inside its worker."""
+    from deltastats.engine import _default_threads
+
+    return pd.DataFrame({"threads": [_default_threads()], "pid": [os.getpid()]})
+
+
+@pytest.mark.skipif(usable_cpus() < 2, reason="needs 2 cores")
+def test_jobs_is_a_core_budget(tmp_path):
+    one_point = dict(CONFIG, grid={"width": [4]})
+    # one point, two cores: it runs in this process with two threads …
+    t = run_sweep(one_point, out=tmp_path / "a", jobs=2, progress=False, point_fn=_threads_table)
+    assert t.table["threads"].tolist() == [2] and t.table["pid"].tolist() == [os.getpid()]
+    # … and --jobs 1 is one core, whatever the number of points
+    t = run_sweep(CONFIG, out=tmp_path / "b", jobs=1, progress=False, point_fn=_threads_table)
+    assert set(t.table["threads"]) == {1} and set(t.table["pid"]) == {os.getpid()}
+    # four points, two cores: two single-threaded worker processes
+    t = run_sweep(CONFIG, out=tmp_path / "c", jobs=2, progress=False, point_fn=_threads_table)
+    assert set(t.table["threads"]) == {1} and os.getpid() not in set(t.table["pid"])
+    meta = json.loads((tmp_path / "c" / "metadata.json").read_text())
+    assert (meta["jobs"], meta["workers"], meta["threads_per_worker"]) == (2, 2, 1)
 
 
 def test_point_seed_depends_on_parameters_not_position():
