@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .engine import Trace
+from .feature_kernels import block_moments, layer_features, weight_features
 from .networks import MLP, Params
 
 #: Default number of networks per reduction block.
@@ -121,25 +122,14 @@ class MomentSummary:
 def _reduce_block(buf: _Buffer, n_groups: int) -> _Stats:
     """Two-pass reduction of the networks in one buffer (one block, or a partial block)."""
     valid = buf.valid
-    idx = np.arange(buf.start, buf.end)[valid]
-    n = int(valid.sum())
-    group_count = np.bincount(idx % n_groups, minlength=n_groups).astype(np.int64)
+    rows = np.flatnonzero(valid)
+    groups = (buf.start + rows) % n_groups  # global network index mod G
+    n = rows.size
+    group_count = np.bincount(groups, minlength=n_groups).astype(np.int64)
     mean, com, gsum = {}, {}, {}
     for name, f in buf.features.items():
-        f = f[valid]
-        S, k = f.shape[1:]
-        g = np.zeros((n_groups, S, k))
-        if n == 0:
-            mean[name] = np.zeros((S, k))
-            com[name] = np.zeros((S, k, k))
-        else:
-            with np.errstate(invalid="ignore"):  # non-finite features propagate as NaN
-                m = f.sum(axis=0) / n
-                d = f - m
-                mean[name] = m
-                com[name] = np.einsum("msi,msj->sij", d, d)
-                np.add.at(g, idx % n_groups, f)
-        gsum[name] = g
+        # Non-finite features propagate as NaN (compiled loops, feature_kernels.py).
+        mean[name], com[name], gsum[name] = block_moments(f, rows, groups, n_groups)
     return _Stats(n, mean, com, group_count, gsum)
 
 
@@ -380,43 +370,30 @@ def merge(a: FeatureAccumulator | BackpropAccumulator, b):
 # ---------------------------------------------------------------------------------------------
 # Features of a backprop trace
 # ---------------------------------------------------------------------------------------------
-def _power_features(y: np.ndarray) -> np.ndarray:
-    """Per-unit features (1) of shifted data y ``(M, B, n)`` → ``(M, n, 6)``.
-
-    (p₁, p₂, p₃, p₄, q, r) with p_k = mean_b yᵏ, q = p₁², r = p₂ (for a single unit the
-    "unit average" of the pooled features below is the unit itself).
-    """
-    y2 = y * y
-    p1 = y.mean(axis=1)
-    p2 = y2.mean(axis=1)
-    p3 = (y2 * y).mean(axis=1)
-    p4 = (y2 * y2).mean(axis=1)
-    return np.stack([p1, p2, p3, p4, p1 * p1, p2], axis=-1)
-
-
-def _pooled_features(y: np.ndarray) -> np.ndarray:
-    """Layer-pooled features of shifted data y ``(M, B, n)`` → ``(M, 1, 6)``.
-
-    P_k = mean_{b,j} yᵏ (a random unit of the layer), Q = P₁², and R = mean_b ȳ_b² with
-    ȳ_b = mean_j y_bj, the square of the unit-averaged signal (within-network variance of ȳ
-    is R − Q, used for the pooled icc).
-    """
-    M = y.shape[0]
-    flat = y.reshape(M, -1)
-    f2 = flat * flat
-    P1 = flat.mean(axis=1)
-    P2 = f2.mean(axis=1)
-    P3 = (f2 * flat).mean(axis=1)
-    P4 = (f2 * f2).mean(axis=1)
-    ybar = y.mean(axis=2)
-    R = (ybar * ybar).mean(axis=1)
-    return np.stack([P1, P2, P3, P4, P1 * P1, R], axis=-1)[:, None, :]
-
-
 def _finite_or_zero(a: np.ndarray) -> np.ndarray:
     a = np.array(a, dtype=np.float64)
     a[~np.isfinite(a)] = 0.0
     return a
+
+
+#: The kernel's per-layer feature arrays, in the order the accumulator has always stored them
+#: (the weight-gradient features go between the sixth and the seventh).
+_LAYER_FEATURES = (
+    "delta/unit",
+    "delta/pool",
+    "z/unit",
+    "z/pool",
+    "lognorm/pool",
+    "dsq/pool",
+    "stein/unit",
+    "stein/pool",
+)
+
+
+def _trace_array(a: np.ndarray) -> np.ndarray:
+    """A trace array as the feature kernel takes it (float32 stays float32, else float64)."""
+    dtype = np.float32 if a.dtype == np.float32 else np.float64
+    return np.ascontiguousarray(a, dtype=dtype)
 
 
 def _log_norm(delta: np.ndarray) -> np.ndarray:
@@ -572,58 +549,29 @@ class BackpropAccumulator:
         feats = {}
         L = np.asarray(trace.loss, dtype=np.float64)
         ell = L - sh["loss"]  # (M, B)
-        ell_bar = ell.mean(axis=1)
         with np.errstate(all="ignore"):
             for l in range(self.net.depth):
                 key = l + 1
-                d = np.asarray(trace.delta[l], dtype=np.float64)
-                z = np.asarray(trace.z[l], dtype=np.float64)
-                cd, cz = sh[f"delta/{key}"], sh[f"z/{key}"]
-                yd, yz = d - cd, z - cz
-                feats[f"delta/{key}/unit"] = _power_features(yd)
-                feats[f"delta/{key}/pool"] = _pooled_features(d - cd.mean())
-                feats[f"z/{key}/unit"] = _power_features(yz)
-                feats[f"z/{key}/pool"] = _pooled_features(z - cz.mean())
-                t = _log_norm(d) - sh[f"lognorm/{key}"]
-                t1 = t.mean(axis=1)
-                feats[f"lognorm/{key}/pool"] = np.stack([t1, (t * t).mean(axis=1), t1 * t1], -1)[
-                    :, None, :
-                ]
-                sq = (d * d).mean(axis=2) - sh[f"dsq/{key}"]  # s − c_s, (M, B)
-                sq1 = sq.mean(axis=1)
-                feats[f"dsq/{key}/pool"] = np.stack([sq1, (sq * sq).mean(axis=1), sq1 * sq1], -1)[
-                    :, None, :
-                ]
-                g = np.asarray(trace.grad_weights[l], dtype=np.float64) - sh[f"gradw/{key}"]
-                g = g.reshape(g.shape[0], -1)
-                g1 = g.mean(axis=1)
-                feats[f"gradw/{key}/pool"] = np.stack([g1, (g * g).mean(axis=1), g1 * g1], -1)[
-                    :, None, :
-                ]
-                # Stein: Cov(L, z_j) and Var(z_j) from (ℓ, ℓζ, ζ, ζ²), and the pathwise mean d.
-                unit = np.stack(
-                    [
-                        np.broadcast_to(ell_bar[:, None], yz.shape[::2]),
-                        (ell[:, :, None] * yz).mean(axis=1),
-                        feats[f"z/{key}/unit"][..., 0],
-                        feats[f"z/{key}/unit"][..., 1],
-                        feats[f"delta/{key}/unit"][..., 0],
-                    ],
-                    axis=-1,
+                # δ and z features in one compiled pass (feature_kernels.py): unit and pooled
+                # power sums (1), log-norm and ‖δ‖² rows, Stein cross moments.
+                layer = layer_features(
+                    _trace_array(trace.delta[l]),
+                    _trace_array(trace.z[l]),
+                    sh[f"delta/{key}"],
+                    sh[f"z/{key}"],
+                    ell,
+                    sh[f"lognorm/{key}"],
+                    sh[f"dsq/{key}"],
                 )
-                feats[f"stein/{key}/unit"] = unit
-                zbar = (z - cz.mean()).mean(axis=2)  # unit-averaged ζ, (M, B)
-                pool = np.stack(
-                    [
-                        ell_bar,
-                        (ell * zbar).mean(axis=1),
-                        feats[f"z/{key}/pool"][:, 0, 0],
-                        feats[f"z/{key}/pool"][:, 0, 1],
-                        feats[f"delta/{key}/pool"][:, 0, 0],
-                    ],
-                    axis=-1,
+                for name in _LAYER_FEATURES[:6]:
+                    q, kind = name.split("/")
+                    feats[f"{q}/{key}/{kind}"] = layer[name]
+                feats[f"gradw/{key}/pool"] = weight_features(
+                    trace.grad_weights[l], sh[f"gradw/{key}"]
                 )
-                feats[f"stein/{key}/pool"] = pool[:, None, :]
+                for name in _LAYER_FEATURES[6:]:
+                    q, kind = name.split("/")
+                    feats[f"{q}/{key}/{kind}"] = layer[name]
             if s is not None:
                 ds = s - sh["steinmv/s"]
                 du = u - sh["steinmv/u"]
