@@ -11,7 +11,8 @@ EXAMPLES = """examples:
   deltastats run                      # built-in default experiment → results/default/
   deltastats run my_experiment.toml   # a flat TOML of Experiment fields
   deltastats run --out /tmp/res --quiet
-  deltastats sweep experiments/order_chaos.toml --jobs 2
+  deltastats sweep experiments/order_chaos.toml          # on every core
+  deltastats sweep experiments/order_chaos.toml --jobs 1 # on one core
   deltastats sweep experiments/order_chaos.toml --quick --out /tmp/oc --resume
   deltastats report results/order_chaos
   deltastats list
