@@ -25,16 +25,18 @@ _JIT = dict(nogil=True, cache=True, error_model="numpy")
 
 
 @numba.njit(inline="always", **_JIT)
-def _row_sums(d, z, m, b):
-    """(Σ_j d_bj, Σ_j z_bj, Σ_j d_bj²) of row b of network m, in float64, fixed order."""
-    n = d.shape[2]
+def _lane_sums(x, c):
+    """(Σ_i (x_i − c), Σ_i (x_i − c)²) of a 1-D array in float64, in four interleaved partial
+    sums (a fixed order: four short chains of dependent additions instead of one long one)."""
+    N = x.size
     s0 = s1 = s2 = s3 = 0.0
-    t0 = t1 = t2 = t3 = 0.0
     q0 = q1 = q2 = q3 = 0.0
-    n4 = n - n % 4
-    for j in range(0, n4, 4):
-        a0, a1 = np.float64(d[m, b, j]), np.float64(d[m, b, j + 1])
-        a2, a3 = np.float64(d[m, b, j + 2]), np.float64(d[m, b, j + 3])
+    n4 = N - N % 4
+    for i in range(0, n4, 4):
+        a0 = np.float64(x[i]) - c
+        a1 = np.float64(x[i + 1]) - c
+        a2 = np.float64(x[i + 2]) - c
+        a3 = np.float64(x[i + 3]) - c
         s0 += a0
         s1 += a1
         s2 += a2
@@ -43,16 +45,11 @@ def _row_sums(d, z, m, b):
         q1 += a1 * a1
         q2 += a2 * a2
         q3 += a3 * a3
-        t0 += np.float64(z[m, b, j])
-        t1 += np.float64(z[m, b, j + 1])
-        t2 += np.float64(z[m, b, j + 2])
-        t3 += np.float64(z[m, b, j + 3])
-    for j in range(n4, n):
-        a = np.float64(d[m, b, j])
+    for i in range(n4, N):
+        a = np.float64(x[i]) - c
         s0 += a
         q0 += a * a
-        t0 += np.float64(z[m, b, j])
-    return (s0 + s1) + (s2 + s3), (t0 + t1) + (t2 + t3), (q0 + q1) + (q2 + q3)
+    return (s0 + s1) + (s2 + s3), (q0 + q1) + (q2 + q3)
 
 
 @numba.njit(inline="always", **_JIT)
@@ -89,7 +86,8 @@ def _layer_features(d, z, cd, cz, cd_pool, cz_pool, ell, c_lognorm, c_dsq, units
                 acc[8, j] += e * yz
                 _add_powers(acc, 9, j, dv - cd_pool)
                 _add_powers(acc, 13, j, zv - cz_pool)
-            sd, sz, sdd = _row_sums(d, z, m, b)
+            sd, sdd = _lane_sums(d[m, b], 0.0)  # Σ_j δ_bj, Σ_j δ_bj²
+            sz = _lane_sums(z[m, b], 0.0)[0]
             ybar = sd / n - cd_pool  # unit-averaged shifted δ of this input
             r_d += ybar * ybar
             zbar = sz / n - cz_pool  # unit-averaged shifted z of this input
@@ -215,31 +213,12 @@ def layer_features(
 
 @numba.njit(**_JIT)
 def _weight_features(g, c, out):
-    M, N = g.shape
-    n4 = N - N % 4
-    for m in range(M):
-        s0 = s1 = s2 = s3 = 0.0
-        q0 = q1 = q2 = q3 = 0.0
-        for i in range(0, n4, 4):
-            a0 = np.float64(g[m, i]) - c
-            a1 = np.float64(g[m, i + 1]) - c
-            a2 = np.float64(g[m, i + 2]) - c
-            a3 = np.float64(g[m, i + 3]) - c
-            s0 += a0
-            s1 += a1
-            s2 += a2
-            s3 += a3
-            q0 += a0 * a0
-            q1 += a1 * a1
-            q2 += a2 * a2
-            q3 += a3 * a3
-        for i in range(n4, N):
-            a = np.float64(g[m, i]) - c
-            s0 += a
-            q0 += a * a
-        mean = ((s0 + s1) + (s2 + s3)) / N
+    N = g.shape[1]
+    for m in range(g.shape[0]):
+        total, squares = _lane_sums(g[m], c)
+        mean = total / N
         out[m, 0, 0] = mean
-        out[m, 0, 1] = ((q0 + q1) + (q2 + q3)) / N
+        out[m, 0, 1] = squares / N
         out[m, 0, 2] = mean * mean
 
 
