@@ -390,10 +390,11 @@ _LAYER_FEATURES = (
 )
 
 
-def _trace_array(a: np.ndarray) -> np.ndarray:
-    """A trace array as the feature kernel takes it (float32 stays float32, else float64)."""
-    dtype = np.float32 if a.dtype == np.float32 else np.float64
-    return np.ascontiguousarray(a, dtype=dtype)
+def _trace_arrays(*arrays: np.ndarray) -> list[np.ndarray]:
+    """Trace arrays as the feature kernel takes them: C-contiguous, all float32 if all are
+    float32 (the engine's float32 traces, not copied), else all float64."""
+    dtype = np.float32 if all(a.dtype == np.float32 for a in arrays) else np.float64
+    return [np.ascontiguousarray(a, dtype=dtype) for a in arrays]
 
 
 def _log_norm(delta: np.ndarray) -> np.ndarray:
@@ -555,8 +556,7 @@ class BackpropAccumulator:
                 # δ and z features in one compiled pass (feature_kernels.py): unit and pooled
                 # power sums (1), log-norm and ‖δ‖² rows, Stein cross moments.
                 layer = layer_features(
-                    _trace_array(trace.delta[l]),
-                    _trace_array(trace.z[l]),
+                    *_trace_arrays(trace.delta[l], trace.z[l]),
                     sh[f"delta/{key}"],
                     sh[f"z/{key}"],
                     ell,

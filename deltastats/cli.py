@@ -38,8 +38,9 @@ def _parser() -> argparse.ArgumentParser:
         "--jobs",
         type=int,
         default=None,
-        help="CPU cores to use (default: all): one worker process per point up to this many, "
-        "each single-threaded; --jobs 1 runs on one core",
+        help="CPU cores to use (default: all): up to this many worker processes, one point "
+        "each, sharing the cores (single-threaded when there are at least as many points); "
+        "--jobs 1 runs on one core",
     )
     sw.add_argument("--resume", action="store_true", help="skip points already finished")
     sw.add_argument("--overwrite", action="store_true", help="discard finished points")

@@ -675,11 +675,15 @@ def _single_threaded_blas():
 
 
 def usable_cpus() -> int:
-    """Number of CPU cores this process may run on (its affinity mask, else ``os.cpu_count``)."""
+    """Number of CPU cores this process may use: its affinity mask and any cgroup CPU quota
+    (a container limited to 2 CPUs counts 2), as joblib counts them."""
+    from joblib import cpu_count
+
     try:
-        return len(os.sched_getaffinity(0))
+        affinity = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+        affinity = os.cpu_count() or 1
+    return max(1, min(affinity, cpu_count()))
 
 
 def _default_threads() -> int:

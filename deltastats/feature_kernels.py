@@ -10,8 +10,8 @@ the trace's dtype.
 Sums run in a fixed order that depends only on the network's own data (never on how networks
 are split into chunks or jobs), so the features are bit-for-bit reproducible. They agree with
 the plain numpy definitions (``tests/test_feature_kernels.py``) to rounding (≈ 1e-15 relative).
-Row sums over units use four interleaved partial sums: four short chains of dependent
-additions instead of one long one.
+Every value is shifted before it enters a sum (per unit by c_j, pooled by the mean of the c_j),
+so no feature loses digits to cancellation.
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ def _layer_features(d, z, cd, cz, cd_pool, cz_pool, ell, c_lognorm, c_dsq, units
         ell_sum = r_d = r_z = ez = t1 = t2 = s1 = s2 = 0.0
         for b in range(B):
             e = ell[m, b]
+            row_d = row_z = row_dd = 0.0  # Σ_j of shifted δ, shifted z, and δ²
             for j in range(n):
                 dv = np.float64(d[m, b, j])
                 zv = np.float64(z[m, b, j])
@@ -84,16 +85,19 @@ def _layer_features(d, z, cd, cz, cd_pool, cz_pool, ell, c_lognorm, c_dsq, units
                 yz = zv - cz[j]
                 _add_powers(acc, 4, j, yz)
                 acc[8, j] += e * yz
-                _add_powers(acc, 9, j, dv - cd_pool)
-                _add_powers(acc, 13, j, zv - cz_pool)
-            sd, sdd = _lane_sums(d[m, b], 0.0)  # Σ_j δ_bj, Σ_j δ_bj²
-            sz = _lane_sums(z[m, b], 0.0)[0]
-            ybar = sd / n - cd_pool  # unit-averaged shifted δ of this input
+                pd = dv - cd_pool  # shift first, then sum: no cancellation in the row means
+                pz = zv - cz_pool
+                _add_powers(acc, 9, j, pd)
+                _add_powers(acc, 13, j, pz)
+                row_d += pd
+                row_z += pz
+                row_dd += dv * dv
+            ybar = row_d / n  # unit-averaged shifted δ of this input
             r_d += ybar * ybar
-            zbar = sz / n - cz_pool  # unit-averaged shifted z of this input
+            zbar = row_z / n  # unit-averaged shifted z of this input
             r_z += zbar * zbar
             ez += e * zbar
-            ms = sdd / n  # ‖δ_b‖² / n
+            ms = row_dd / n  # ‖δ_b‖² / n
             t = math.log(ms) - c_lognorm  # −inf when δ_b = 0 exactly (dead ReLU layer)
             t1 += t
             t2 += t * t
@@ -182,6 +186,13 @@ def layer_features(
     c_delta = np.ascontiguousarray(c_delta, dtype=np.float64)
     c_z = np.ascontiguousarray(c_z, dtype=np.float64)
     ell = np.ascontiguousarray(ell, dtype=np.float64)
+    # The compiled loops do not check indices: every shape is checked here.
+    if c_delta.shape != (n,) or c_z.shape != (n,):
+        raise ValueError(
+            f"shifts of shape {c_delta.shape} and {c_z.shape} do not match the layer width {n}"
+        )
+    if ell.shape != (M, B):
+        raise ValueError(f"ell must have shape {(M, B)} (networks, inputs), got {ell.shape}")
     units = np.empty((3, M, n, 6))
     pools = np.empty((3, M, 6))
     scalars = np.empty((2, M, 3))
@@ -293,6 +304,15 @@ def block_moments(
     group_sum : ndarray ``(n_groups, S, k)`` — Σ F over each group
     """
     f = np.ascontiguousarray(features, dtype=np.float64)
+    rows = np.asarray(rows, dtype=np.int64)
+    groups = np.asarray(groups, dtype=np.int64)
+    # The compiled loops do not check indices: every index is checked here.
+    if f.ndim != 3 or rows.ndim != 1 or rows.shape != groups.shape:
+        raise ValueError("block_moments needs features (K, S, k) and rows, groups of one length")
+    if rows.size and (rows.min() < 0 or rows.max() >= f.shape[0]):
+        raise ValueError(f"rows must index the {f.shape[0]} networks of the block")
+    if groups.size and (groups.min() < 0 or groups.max() >= n_groups):
+        raise ValueError(f"groups must lie in 0 … {n_groups - 1}")
     S, k = f.shape[1:]
     mean, comoment = np.empty((S, k)), np.empty((S, k, k))
     group_sum = np.empty((n_groups, S, k))

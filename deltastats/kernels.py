@@ -196,15 +196,16 @@ def _tanh_layer(z, bias, h, dphi, bad, store_z, one, inf):
     # one, inf: scalars of the arrays' type, so float32 arithmetic stays float32.
     c, B, n = z.shape
     for m in range(c):
-        # An integer sum vectorizes (a float one would need fastmath); int32, not numba's
-        # default int64, so float32 loops run 8 lanes wide (measured 3.3 vs 1.7 ns per element).
+        # An integer OR-reduction vectorizes (a float one would need fastmath) and cannot
+        # overflow; int32, not numba's default int64, so float32 loops run 8 lanes wide
+        # (measured 3.3 vs 1.7 ns per element).
         count = np.int32(0)
         for b in range(B):
             for j in range(n):
                 v = z[m, b, j] + bias[m, j]
                 if store_z:
                     z[m, b, j] = v
-                count = np.int32(count + (0 if abs(v) < inf else 1))
+                count = np.int32(count | (0 if abs(v) < inf else 1))
                 t = _tanh_any(v)
                 h[m, b, j] = t
                 dphi[m, b, j] = one - t * t
@@ -220,7 +221,7 @@ def _scale_layer(d, back, bad, inf):
             for j in range(n):
                 v = d[m, b, j] * back[m, b, j]
                 d[m, b, j] = v
-                count = np.int32(count + (0 if abs(v) < inf else 1))
+                count = np.int32(count | (0 if abs(v) < inf else 1))
         bad[m] = count > 0
 
 

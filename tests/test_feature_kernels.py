@@ -80,10 +80,27 @@ def test_layer_features_equal_the_numpy_definitions(dtype):
         finite = np.isfinite(ref[name])
         np.testing.assert_array_equal(np.isfinite(got[name]), finite, err_msg=name)
         np.testing.assert_array_equal(got[name][~finite], ref[name][~finite], err_msg=name)
-        # rounding only: summation orders differ (scale: the features' magnitudes)
-        scale = np.abs(ref[name][finite]).max()
-        np.testing.assert_allclose(got[name][finite], ref[name][finite], rtol=0, atol=1e-13 * scale)
+        # rounding only: summation orders differ (scale: each column's magnitude)
+        for c in range(ref[name].shape[-1]):
+            a, b = got[name][..., c], ref[name][..., c]
+            ok = np.isfinite(b)
+            scale = np.abs(b[ok]).max()
+            np.testing.assert_allclose(a[ok], b[ok], rtol=0, atol=1e-13 * scale, err_msg=name)
     assert np.isneginf(got["lognorm/pool"][2, 0, 0])  # the dead row's log-norm
+
+
+def test_features_of_offset_data_keep_their_digits():
+    # Values 1e4 away from zero with a spread of 1e-3: shifting before summing keeps every
+    # feature (R and the Stein ℓ·z̄ term included) to ~1e-12 of its size, where summing first
+    # and shifting after would lose eight digits to cancellation.
+    d, z, cd, cz, ell, cl, cs = _data(np.float64, M=4, B=6, n=9, seed=3)
+    d, z = 1e4 + 1e-3 * d, -1e4 + 1e-3 * z
+    cd, cz = d[0].mean(0), z[0].mean(0)
+    got, ref = layer_features(d, z, cd, cz, ell, cl, cs), _reference(d, z, cd, cz, ell, cl, cs)
+    for name in ("delta/pool", "z/pool", "stein/pool"):
+        for c in range(ref[name].shape[-1]):
+            a, b = got[name][..., c], ref[name][..., c]
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-12 * np.abs(b).max(), err_msg=name)
 
 
 def test_layer_features_do_not_depend_on_the_chunk():
@@ -103,6 +120,12 @@ def test_layer_features_propagate_nan_and_reject_bad_arrays():
         layer_features(d[:, :, ::2], z[:, :, ::2], cd[::2], cz[::2], ell, cl, cs)
     with pytest.raises(ValueError, match="one dtype"):
         layer_features(d, z.astype(np.float32), cd, cz, ell, cl, cs)
+    with pytest.raises(ValueError, match="layer width"):
+        layer_features(d, z, cd[:3], cz, ell, cl, cs)
+    with pytest.raises(ValueError, match="layer width"):
+        layer_features(d, z, 0.0, 0.0, ell, cl, cs)
+    with pytest.raises(ValueError, match="ell must have shape"):
+        layer_features(d, z, cd, cz, ell[:, :1], cl, cs)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -129,3 +152,7 @@ def test_block_moments_equal_the_two_pass_definitions():
     np.testing.assert_array_equal(gsum, ref)  # same order of additions: same bits
     empty = block_moments(f, rows[:0], groups[:0], 5)
     assert all(not a.any() for a in empty)
+    with pytest.raises(ValueError, match="groups must lie"):
+        block_moments(f, rows, groups + 1, 5)
+    with pytest.raises(ValueError, match="rows must index"):
+        block_moments(f, rows + 1, groups, 5)
