@@ -53,13 +53,26 @@ def _lane_sums(x, c):
 
 
 @numba.njit(inline="always", **_JIT)
-def _add_powers(acc, row, j, y):
-    """acc[row + k − 1, j] += yᵏ for k = 1 … 4."""
-    y2 = y * y
-    acc[row, j] += y
-    acc[row + 1, j] += y2
-    acc[row + 2, j] += y2 * y
-    acc[row + 3, j] += y2 * y2
+def _add_powers(acc, row, x, shifts, shift):
+    """acc[row + k − 1, j] += (x_j − c_j)ᵏ, k = 1 … 4, with c_j = shifts[j] + shift.
+
+    A loop that writes only these four rows has few enough possible overlaps for the compiler
+    to check them at run time and vectorize over j; one loop updating all seventeen sums stayed
+    scalar (the whole feature pass: 8.9 → 4.5 ns per element of δ and z)."""
+    for j in range(x.size):
+        y = (np.float64(x[j]) - shifts[j]) - shift
+        y2 = y * y
+        acc[row, j] += y
+        acc[row + 1, j] += y2
+        acc[row + 2, j] += y2 * y
+        acc[row + 3, j] += y2 * y2
+
+
+@numba.njit(inline="always", **_JIT)
+def _add_cross(acc, row, x, shifts, e):
+    """acc[row, j] += e · (x_j − shifts[j])."""
+    for j in range(x.size):
+        acc[row, j] += e * (np.float64(x[j]) - shifts[j])
 
 
 @numba.njit(**_JIT)
@@ -68,30 +81,25 @@ def _layer_features(d, z, cd, cz, cd_pool, cz_pool, ell, c_lognorm, c_dsq, units
     # pools (3, M, 6): the same pooled over the layer; scalars (2, M, 3): log-norm and ‖δ‖².
     M, B, n = d.shape
     # Per-unit sums over the inputs b: rows 0-3 y_d¹…⁴, 4-7 y_z¹…⁴, 8 ℓ·y_z, and 9-16 the same
-    # powers with the pooled (mean) shift. (The loop over j stays scalar: the compiler cannot
-    # rule out that rows overlap. It is still ~3× faster than numpy's forty passes.)
+    # powers with the pooled (mean) shift.
     acc = np.empty((17, n))
     unit, pool = acc[:9], acc[9:]
+    zeros = np.zeros(n)
     for m in range(M):
         acc[:] = 0.0
         ell_sum = r_d = r_z = ez = t1 = t2 = s1 = s2 = 0.0
         for b in range(B):
             e = ell[m, b]
-            row_d = row_z = row_dd = 0.0  # Σ_j of shifted δ, shifted z, and δ²
-            for j in range(n):
-                dv = np.float64(d[m, b, j])
-                zv = np.float64(z[m, b, j])
-                _add_powers(acc, 0, j, dv - cd[j])
-                yz = zv - cz[j]
-                _add_powers(acc, 4, j, yz)
-                acc[8, j] += e * yz
-                pd = dv - cd_pool  # shift first, then sum: no cancellation in the row means
-                pz = zv - cz_pool
-                _add_powers(acc, 9, j, pd)
-                _add_powers(acc, 13, j, pz)
-                row_d += pd
-                row_z += pz
-                row_dd += dv * dv
+            drow, zrow = d[m, b], z[m, b]
+            _add_powers(acc, 0, drow, cd, 0.0)
+            _add_powers(acc, 4, zrow, cz, 0.0)
+            _add_cross(acc, 8, zrow, cz, e)
+            _add_powers(acc, 9, drow, zeros, cd_pool)
+            _add_powers(acc, 13, zrow, zeros, cz_pool)
+            # Row sums: shift first, then sum (no cancellation in the row means).
+            row_d = _lane_sums(drow, cd_pool)[0]
+            row_z = _lane_sums(zrow, cz_pool)[0]
+            row_dd = _lane_sums(drow, 0.0)[1]  # Σ_j δ_bj²
             ybar = row_d / n  # unit-averaged shifted δ of this input
             r_d += ybar * ybar
             zbar = row_z / n  # unit-averaged shifted z of this input
