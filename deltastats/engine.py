@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
@@ -674,16 +674,23 @@ def _single_threaded_blas():
                     lib.set_num_threads(n)
 
 
+@lru_cache(maxsize=1)
+def _cpu_quota() -> int:
+    """CPUs joblib counts for this process, cgroup quota included. It reads files (~80 µs),
+    and every backprop and parameter draw asks, so it is read once per process."""
+    from joblib import cpu_count
+
+    return cpu_count()
+
+
 def usable_cpus() -> int:
     """Number of CPU cores this process may use: its affinity mask and any cgroup CPU quota
     (a container limited to 2 CPUs counts 2), as joblib counts them."""
-    from joblib import cpu_count
-
     try:
         affinity = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         affinity = os.cpu_count() or 1
-    return max(1, min(affinity, cpu_count()))
+    return max(1, min(affinity, _cpu_quota()))
 
 
 def _default_threads() -> int:

@@ -88,7 +88,7 @@ from scipy import stats
 from . import inputs as _inputs
 from . import targets as _targets
 from .accumulators import BackpropAccumulator
-from .engine import NumericalOverflowWarning, backprop
+from .engine import NumericalOverflowWarning, backprop, usable_cpus
 from .networks import MLP
 from .seeding import as_seed_sequence
 
@@ -830,13 +830,12 @@ def _accumulate(job: _Job, n_networks: int, n_jobs: int):
             acc.update(trace, params=params, x=x)
             yield acc, M
         return
-    import os
 
     from joblib import Parallel, delayed
 
     params, x, trace = job.trace(0, 1)
     shifts = job.accumulator().compute_shifts(trace, params=params, x=x)
-    blas = max(1, (os.cpu_count() or 1) // n_jobs)
+    blas = max(1, usable_cpus() // n_jobs)
     acc = None
     with Parallel(n_jobs=n_jobs, backend="loky") as pool:
         for start in range(0, n_networks, job.chunk * n_jobs):

@@ -234,10 +234,10 @@ def _store(folder: Path, pid: str, payload: pd.DataFrame | dict) -> None:
         write_json_atomic(folder / f"{pid}.error.json", payload)
 
 
-def _run_local(tasks: list[tuple], jobs: int, backend: str):
+def _run_local(tasks: list[tuple], workers: int, backend: str):
     from joblib import Parallel, delayed
 
-    runner = Parallel(n_jobs=jobs, backend=backend, return_as="generator_unordered")
+    runner = Parallel(n_jobs=workers, backend=backend, return_as="generator_unordered")
     yield from runner(delayed(_run_point)(*t) for t in tasks)
 
 
