@@ -59,8 +59,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .config import Experiment
-    from .runner import print_table, run_experiment
+    from .workflow.config import Experiment
+    from .workflow.runner import print_table, run_experiment
 
     exp = Experiment() if args.config is None else Experiment.from_toml(args.config)
     res = run_experiment(exp, args.out, progress=not args.quiet)
@@ -71,7 +71,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweeps import run_sweep
+    from .workflow.sweeps import run_sweep
 
     res = run_sweep(
         args.config,
@@ -92,7 +92,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from .workflow.report import write_report
 
     rep = write_report(args.results_dir)
     print(rep.summary)
@@ -101,10 +101,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from . import inputs, targets
-    from .activations import ACTIVATIONS
-    from .losses import LOSSES
-    from .networks import INITS
+    from .model import inputs, targets
+    from .model.activations import ACTIVATIONS
+    from .model.losses import LOSSES
+    from .model.networks import INITS
 
     print("activations:", ", ".join(sorted(ACTIVATIONS)), "(and leaky_relu(α))")
     print("inits:      ", ", ".join(INITS))

@@ -14,6 +14,7 @@ from threadpoolctl import threadpool_limits
 
 import deltastats as ds
 from deltastats import engine, inputs, targets
+from deltastats.engine import passes
 
 
 def _fields(trace):
@@ -206,10 +207,10 @@ def test_default_threads_follow_the_blas_limit():
     """Inside a BLAS-limited worker (joblib sets 1 thread) the engine does not add threads."""
     widths = (128,) * 11
     with threadpool_limits(1, user_api="blas"):
-        assert engine._plan(256, 64, widths, None, None)[1] == 1
-    assert engine._plan(256, 64, widths, 3, 1)[1] == 3
-    assert engine._plan(2, 64, widths, 3, 1)[1] == 2  # never more threads than chunks
-    assert engine._plan(2, 3, (3, 4, 2), None, None)[1] == 1  # tiny problem: no threads
+        assert passes._plan(256, 64, widths, None, None)[1] == 1
+    assert passes._plan(256, 64, widths, 3, 1)[1] == 3
+    assert passes._plan(2, 64, widths, 3, 1)[1] == 2  # never more threads than chunks
+    assert passes._plan(2, 3, (3, 4, 2), None, None)[1] == 1  # tiny problem: no threads
 
 
 def test_cached_trace_memory_is_reused_only_when_no_array_views_it():

@@ -35,7 +35,7 @@ def test_jobs_two_equals_jobs_one_exactly(tmp_path):
 
 def _threads_table(exp):
     """A point that reports how many threads the engine would use inside its worker."""
-    from deltastats.engine import _default_threads
+    from deltastats._parallel import default_threads as _default_threads
 
     return pd.DataFrame({"threads": [_default_threads()], "pid": [os.getpid()]})
 

@@ -8,7 +8,7 @@ per-network summaries (Student t).
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
+from scipy import special, stats
 
 import deltastats as ds
 from deltastats import inputs, targets
@@ -273,7 +273,7 @@ def test_relu_log_norm_variance_constant_by_monte_carlo():
     x = inputs.gaussian(1.0).sample(n, B, 7, n_networks=M)
     tr = ds.backprop(net, params, x, np.zeros((M, B, nL)), grads=False)
     logs = np.stack([np.log((d**2).sum(-1)).ravel() for d in tr.delta])  # (L, M·B)
-    fl = T.relu_log_norm_var(widths, input_log_var=float(T.special.polygamma(1, n / 2)))
+    fl = T.relu_log_norm_var(widths, input_log_var=float(special.polygamma(1, n / 2)))
     layers = np.arange(1, L)
     back = (logs[:-1] - logs[-1]).var(axis=1)
     slope_back = np.polyfit(fl.beta[:-1], back, 1)[0]

@@ -25,6 +25,10 @@ SELU_LAMBDA = 1.0507009873554804934193349852946
 SELU_ALPHA = 1.6732632423543772848170429916717
 
 
+#: Families of closed-form Gaussian moments (:attr:`Activation.closed_form`).
+CLOSED_FORMS = (None, "linear", "leaky_relu", "erf", "sin")
+
+
 @dataclass(frozen=True)
 class Activation:
     """An element-wise activation φ with its derivative.
@@ -43,6 +47,13 @@ class Activation:
         φ'(z) expressed through h = φ(z), when that is exact (tanh, sigmoid, relu, linear).
     params : dict
         Shape parameters (``{"alpha": 0.2}`` for leaky relu), for display and theory.
+    positively_homogeneous : bool
+        φ(sx) = s·φ(x) for every s > 0 (linear, relu, leaky relu). Gaussian moments then
+        factor exactly through the scale of z, which theory uses to stay finite at any depth.
+    closed_form : str or None
+        The family of closed-form Gaussian moments theory may use: ``"linear"``,
+        ``"leaky_relu"`` (arc-cosine kernels, slope ``params["alpha"]``), ``"erf"`` (arcsine
+        kernel) or ``"sin"``; ``None`` → numerical quadrature only.
     """
 
     name: str
@@ -51,6 +62,15 @@ class Activation:
     kinks: tuple[float, ...] = ()
     dphi_from_output: ArrayFn | None = field(default=None, repr=False)
     params: dict = field(default_factory=dict, compare=False)
+    positively_homogeneous: bool = False
+    closed_form: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.closed_form not in CLOSED_FORMS:
+            raise ValueError(
+                f"closed_form must be one of {', '.join(map(repr, CLOSED_FORMS))}, "
+                f"got {self.closed_form!r}"
+            )
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.phi(x)
@@ -92,6 +112,8 @@ def leaky_relu(alpha: float = 0.01) -> Activation:
         kinks=(0.0,),
         dphi_from_output=dphi_h if alpha >= 0 else None,
         params={"alpha": alpha},
+        positively_homogeneous=True,
+        closed_form="leaky_relu",
     )
 
 
@@ -148,18 +170,25 @@ def _selu_dphi(x):
     return SELU_LAMBDA * np.where(x > 0, 1.0, SELU_ALPHA * np.exp(np.minimum(x, 0)))
 
 
-linear = Activation("linear", _linear_phi, _linear_dphi, dphi_from_output=None)
+linear = Activation(
+    "linear",
+    _linear_phi,
+    _linear_dphi,
+    dphi_from_output=None,
+    positively_homogeneous=True,
+    closed_form="linear",
+)
 relu = leaky_relu(0.0)
 tanh = Activation("tanh", np.tanh, _tanh_dphi, dphi_from_output=lambda h: 1.0 - h * h)
 sigmoid = Activation(
     "sigmoid", special.expit, _sigmoid_dphi, dphi_from_output=lambda h: h * (1.0 - h)
 )
-erf = Activation("erf", special.erf, _erf_dphi)
+erf = Activation("erf", special.erf, _erf_dphi, closed_form="erf")
 gelu = Activation("gelu", _gelu_phi, _gelu_dphi)
 softplus = Activation("softplus", _softplus_phi, special.expit)
 silu = Activation("silu", _silu_phi, _silu_dphi)
 selu = Activation("selu", _selu_phi, _selu_dphi, kinks=(0.0,))
-sin = Activation("sin", np.sin, np.cos)
+sin = Activation("sin", np.sin, np.cos, closed_form="sin")
 
 #: Registry of activations by name. ``"swish"`` is an alias of ``"silu"``;
 #: ``"leaky_relu"`` is :func:`leaky_relu` with its default α = 0.01.

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._parallel import default_threads, executor
 from .activations import Activation, get_activation
 from .seeding import SeedLike, network_rngs
 
@@ -241,9 +242,7 @@ class MLP:
         else:
             # numpy's generators release the GIL while filling arrays, and each network has its
             # own stream and slot, so threads give the same bits as the loop above.
-            from .engine import _executor
-
-            for _ in _executor(threads).map(draw, range(n_networks), rngs):
+            for _ in executor(threads).map(draw, range(n_networks), rngs):
                 pass
         return Params(weights, biases, start=int(start))
 
@@ -295,9 +294,7 @@ def _sampling_threads(n_parameters: int) -> int:
     one inside a BLAS-limited worker process), or one for small draws."""
     if n_parameters < _PARALLEL_PARAMETERS:
         return 1
-    from .engine import _default_threads
-
-    return _default_threads()
+    return default_threads()
 
 
 def _haar_orthogonal(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
@@ -310,3 +307,21 @@ def _haar_orthogonal(rng: np.random.Generator, rows: int, cols: int) -> np.ndarr
     q, r = np.linalg.qr(a)
     q = q * np.sign(np.diag(r))
     return q if rows >= cols else q.T
+
+
+def forward(net: MLP, params: Params, x: np.ndarray) -> np.ndarray:
+    """Network output g for inputs x (no validation, no trace, no δ; teacher targets use it).
+
+    Parameters
+    ----------
+    x : ndarray, shape ``(B, n_0)`` or ``(M, B, n_0)``
+
+    Returns
+    -------
+    ndarray, shape ``(M, B, n_L)``
+    """
+    h = x
+    for l in range(net.depth):
+        z = np.matmul(h, params.weights[l].swapaxes(-1, -2)) + params.biases[l][:, None, :]
+        h = net.layer_activation(l + 1).phi(z)
+    return h

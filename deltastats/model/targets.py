@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .engine import forward
-from .networks import MLP
+from .networks import MLP, forward
 from .seeding import SeedLike, network_rngs, stream_rng
 
 

@@ -9,7 +9,7 @@ each entry a mean over that network's B inputs, e.g. for δ_j with a fixed shift
 
 (r is defined per feature set below). A statistic is then a smooth function θ = f(E[F]) of the
 mean feature vector, estimated by f(F̄) with F̄ = (1/M) Σ_m F_m; its uncertainty comes from the
-between-network covariance of F_m (:mod:`deltastats.estimators`). The accumulators keep, per
+between-network covariance of F_m (:mod:`deltastats.stats.intervals`). The accumulators keep, per
 feature array of shape ``(S, k)``:
 
 * the count M, the mean F̄ ``(S, k)`` and the co-moment matrix Σ_m (F_m − F̄)(F_m − F̄)ᵀ
@@ -41,14 +41,14 @@ one pass (partial blocks at the ends are kept as raw per-network buffers until c
 from __future__ import annotations
 
 import copy
-import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .engine import Trace
-from .feature_kernels import block_moments, layer_features, weight_features
-from .networks import MLP, Params
+from .. import checks
+from ..engine import Trace
+from ..model.networks import MLP, Params
+from .features import MEAN, P1, FeatureKey, block_moments, layer_features, weight_features
 
 #: Default number of networks per reduction block.
 DEFAULT_BLOCK = 32
@@ -153,12 +153,6 @@ def _combine(a: _Stats, b: _Stats) -> _Stats:
     return _Stats(n, mean, com, gc, gsum)
 
 
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
 class FeatureAccumulator:
     """Streaming, mergeable mean/co-moment accumulator of per-network feature arrays.
 
@@ -191,9 +185,9 @@ class FeatureAccumulator:
         n_groups: int = DEFAULT_GROUPS,
         keep_networks: bool = False,
     ) -> None:
-        self.start = _check_int("start", start, 0)
-        self.block = _check_int("block", block, 1)
-        self.n_groups = _check_int("n_groups", n_groups, 2)
+        self.start = checks.integer("start", start, 0)
+        self.block = checks.positive_int("block", block)
+        self.n_groups = checks.integer("n_groups", n_groups, 2)
         self.keep_networks = bool(keep_networks)
         self.end = self.start
         self._pieces: list = []  # _Buffer (partial blocks at the ends) and _Node, in order
@@ -438,8 +432,8 @@ class BackpropAccumulator:
     do not hold: :func:`deltastats.suggest_allocation` needs it), of the
     batch-mean weight gradient G = ∂J/∂W⁽ˡ⁾, and of the products needed by the Stein estimator
     E[δ_j] ≈ Cov(L, z_j)/Var(z_j). Optionally (``stein_q0``) the conditional multivariate
-    Stein estimates of layer 1. :func:`deltastats.estimators.summarize` turns it into
-    :class:`~deltastats.estimators.Estimates`.
+    Stein estimates of layer 1. :func:`deltastats.stats.intervals.summarize` turns it into
+    :class:`~deltastats.stats.results.Estimates`.
 
     Feature arrays (names ``"<quantity>/<l>/unit"`` with S = n_l, ``".../pool"`` with S = 1):
 
@@ -488,7 +482,7 @@ class BackpropAccumulator:
         if not isinstance(net, MLP):
             raise ValueError(f"net must be an MLP, got {type(net).__name__}")
         self.net = net
-        self.batch = _check_int("batch", batch, 1)
+        self.batch = checks.positive_int("batch", batch)
         self.shifts = None if shifts is None else {k: np.array(v) for k, v in shifts.items()}
         self.stein_q0 = None if stein_q0 is None else float(stein_q0)
         self.features = FeatureAccumulator(
@@ -565,17 +559,17 @@ class BackpropAccumulator:
                 )
                 for name in _LAYER_FEATURES[:6]:
                     q, kind = name.split("/")
-                    feats[f"{q}/{key}/{kind}"] = layer[name]
+                    feats[str(FeatureKey(q, key, kind))] = layer[name]
                 feats[f"gradw/{key}/pool"] = weight_features(
                     trace.grad_weights[l], sh[f"gradw/{key}"]
                 )
                 for name in _LAYER_FEATURES[6:]:
                     q, kind = name.split("/")
-                    feats[f"{q}/{key}/{kind}"] = layer[name]
+                    feats[str(FeatureKey(q, key, kind))] = layer[name]
             if s is not None:
                 ds = s - sh["steinmv/s"]
                 du = u - sh["steinmv/u"]
-                dd = feats["delta/1/unit"][..., 0]
+                dd = feats["delta/1/unit"][..., P1]
                 feats["steinmv/1/unit"] = np.stack([ds, du, dd], axis=-1)
                 # Pool: unit averages of the per-unit shifted values (linear statistics only).
                 dd_pool = (np.asarray(trace.delta[0], dtype=np.float64) - sh["delta/1"]).mean(
@@ -658,7 +652,8 @@ class BackpropAccumulator:
             if key.startswith("lognorm/"):
                 continue
             bad = ~np.isfinite(f.reshape(f.shape[0], -1)).all(axis=1)
-            first_bad = np.where(bad, np.minimum(first_bad, int(key.split("/")[1])), first_bad)
+            layer = FeatureKey.parse(key).layer
+            first_bad = np.where(bad, np.minimum(first_bad, layer), first_bad)
         newly = valid & (first_bad < np.iinfo(np.int64).max)
         if newly.any():
             valid = valid & ~newly
@@ -666,7 +661,7 @@ class BackpropAccumulator:
             for layer in first_bad[newly]:
                 self.overflow_layers[int(layer)] = self.overflow_layers.get(int(layer), 0) + 1
         for l in range(1, self.net.depth + 1):
-            bad = int((~np.isfinite(feats[f"lognorm/{l}/pool"][:, 0, 0]) & valid).sum())
+            bad = int((~np.isfinite(feats[f"lognorm/{l}/pool"][:, 0, MEAN]) & valid).sum())
             if bad:
                 self.zero_delta[l] = self.zero_delta.get(l, 0) + bad
         self.features.update(feats, valid)

@@ -1,6 +1,6 @@
 """Compiled per-network moment features of one layer (numba), for the trace accumulators.
 
-:class:`deltastats.accumulators.BackpropAccumulator` turns every network's δ⁽ˡ⁾ and z⁽ˡ⁾
+:class:`deltastats.stats.accumulators.BackpropAccumulator` turns every network's δ⁽ˡ⁾ and z⁽ˡ⁾
 ``(B, n)`` into a few dozen per-network averages (power sums of shifted values, row norms,
 Stein cross moments). In numpy that is some forty passes over each ``(M, B, n)`` array per layer,
 as many temporaries, and about as much time as the backprop itself; here it is one sweep over δ
@@ -9,7 +9,7 @@ the trace's dtype.
 
 Sums run in a fixed order that depends only on the network's own data (never on how networks
 are split into chunks or jobs), so the features are bit-for-bit reproducible. They agree with
-the plain numpy definitions (``tests/test_feature_kernels.py``) to rounding (≈ 1e-15 relative).
+the plain numpy definitions to rounding (≈ 1e-15 relative; the tests hold those definitions).
 Every value is shifted before it enters a sum (per unit by c_j, pooled by the mean of the c_j),
 so no feature loses digits to cancellation.
 """
@@ -17,11 +17,72 @@ so no feature loses digits to cancellation.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numba
 import numpy as np
 
 _JIT = dict(nogil=True, cache=True, error_model="numpy")
+
+# ---- the feature layout ---------------------------------------------------------------------
+# Every per-network feature array is (M, S, k): S slots (the n_l units, or 1 for the layer
+# pooled) and k columns. The columns are named here once; the compiled writer below, the
+# accumulators, the statistics and the tests all index with these names. Plain module-level
+# ints, so numba reads them as compile-time constants.
+
+#: Power-sum features of δ and z, eq. (1) of :mod:`deltastats.stats.accumulators`: with
+#: y = x − c, p_k = mean_b yᵏ, P1_SQ = p₁² and R the within-network second moment (p₂ per unit;
+#: mean_b ȳ_b² of the unit average ȳ_b for the pooled row).
+P1, P2, P3, P4, P1_SQ, R = 0, 1, 2, 3, 4, 5
+N_POWER = 6
+#: Scalar-per-input features (log-norm t, s = ‖δ‖²/n_l, weight-gradient entries): the mean of
+#: u − c, the mean of (u − c)², and the squared mean.
+MEAN, MEAN_SQ, SQ_MEAN = 0, 1, 2
+N_SCALAR = 3
+#: Stein cross moments: ℓ̄ (shifted loss), mean_b ℓ·ζ (ζ = z − c_z), p₁(z), p₂(z), p₁(δ).
+ST_LOSS, ST_LOSS_Z, ST_Z, ST_Z_SQ, ST_DELTA = 0, 1, 2, 3, 4
+N_STEIN = 5
+#: Conditional multivariate Stein features of layer 1: s − c_s, u − c_u, p₁(δ).
+MV_S, MV_U, MV_DELTA = 0, 1, 2
+N_STEIN_MV = 3
+
+
+class FeatureKey(NamedTuple):
+    """Name of one feature array: ``(quantity, layer, kind)``, written ``"delta/3/unit"``.
+
+    ``quantity`` is one of :data:`QUANTITIES`; ``kind`` is ``"unit"`` (S = n_l slots) or
+    ``"pool"`` (S = 1, the layer pooled over its units).
+
+    >>> str(FeatureKey("delta", 3, "unit"))
+    'delta/3/unit'
+    >>> FeatureKey.parse("z/1/pool")
+    FeatureKey(quantity='z', layer=1, kind='pool')
+    """
+
+    quantity: str
+    layer: int
+    kind: str
+
+    def __str__(self) -> str:
+        return f"{self.quantity}/{self.layer}/{self.kind}"
+
+    @classmethod
+    def parse(cls, name: str) -> FeatureKey:
+        """The key of a feature-array name ``"<quantity>/<layer>/<kind>"``."""
+        quantity, layer, kind = name.split("/")
+        return cls(quantity, int(layer), kind)
+
+
+#: Feature quantities and their number of columns.
+QUANTITIES: dict[str, int] = {
+    "delta": N_POWER,
+    "z": N_POWER,
+    "lognorm": N_SCALAR,
+    "dsq": N_SCALAR,
+    "gradw": N_SCALAR,
+    "stein": N_STEIN,
+    "steinmv": N_STEIN_MV,
+}
 
 
 @numba.njit(inline="always", **_JIT)
@@ -77,8 +138,9 @@ def _add_cross(acc, row, x, shifts, e):
 
 @numba.njit(**_JIT)
 def _layer_features(d, z, cd, cz, cd_pool, cz_pool, ell, c_lognorm, c_dsq, units, pools, scalars):
-    # units (3, M, n, 6): δ, z and Stein per-unit features (Stein uses the first 5 columns);
-    # pools (3, M, 6): the same pooled over the layer; scalars (2, M, 3): log-norm and ‖δ‖².
+    # units (3, M, n, N_POWER): δ, z and Stein per-unit features (Stein uses N_STEIN columns);
+    # pools (3, M, N_POWER): the same pooled over the layer; scalars (2, M, N_SCALAR): log-norm
+    # and ‖δ‖².
     M, B, n = d.shape
     # Per-unit sums over the inputs b: rows 0-3 y_d¹…⁴, 4-7 y_z¹…⁴, 8 ℓ·y_z, and 9-16 the same
     # powers with the pooled (mean) shift.
@@ -114,39 +176,38 @@ def _layer_features(d, z, cd, cz, cd_pool, cz_pool, ell, c_lognorm, c_dsq, units
             s2 += sq * sq
             ell_sum += e
         for j in range(n):
-            for q in range(2):  # δ, z: (p₁, p₂, p₃, p₄, p₁², p₂), p_k = mean_b y^k
+            for q in range(2):  # δ, z: p_k = mean_b y^k
                 p1, p2 = unit[4 * q, j] / B, unit[4 * q + 1, j] / B
-                units[q, m, j, 0] = p1
-                units[q, m, j, 1] = p2
-                units[q, m, j, 2] = unit[4 * q + 2, j] / B
-                units[q, m, j, 3] = unit[4 * q + 3, j] / B
-                units[q, m, j, 4] = p1 * p1
-                units[q, m, j, 5] = p2
-            # Stein: (ℓ̄, mean_b ℓ·y_z, p₁(z), p₂(z), p₁(δ))
-            units[2, m, j, 0] = ell_sum / B
-            units[2, m, j, 1] = unit[8, j] / B
-            units[2, m, j, 2] = units[1, m, j, 0]
-            units[2, m, j, 3] = units[1, m, j, 1]
-            units[2, m, j, 4] = units[0, m, j, 0]
+                units[q, m, j, P1] = p1
+                units[q, m, j, P2] = p2
+                units[q, m, j, P3] = unit[4 * q + 2, j] / B
+                units[q, m, j, P4] = unit[4 * q + 3, j] / B
+                units[q, m, j, P1_SQ] = p1 * p1
+                units[q, m, j, R] = p2
+            units[2, m, j, ST_LOSS] = ell_sum / B
+            units[2, m, j, ST_LOSS_Z] = unit[8, j] / B
+            units[2, m, j, ST_Z] = units[1, m, j, P1]
+            units[2, m, j, ST_Z_SQ] = units[1, m, j, P2]
+            units[2, m, j, ST_DELTA] = units[0, m, j, P1]
         Bn = B * n
-        for k in range(8):
+        for k in range(8):  # pooled P1 … P4 of δ (k = 0-3) and z (k = 4-7)
             total = 0.0
             for j in range(n):
                 total += pool[k, j]
-            pools[k // 4, m, k % 4] = total / Bn
+            pools[k // 4, m, P1 + k % 4] = total / Bn
         for q in range(2):
-            pools[q, m, 4] = pools[q, m, 0] * pools[q, m, 0]
-        pools[0, m, 5] = r_d / B
-        pools[1, m, 5] = r_z / B
-        pools[2, m, 0] = ell_sum / B
-        pools[2, m, 1] = ez / B
-        pools[2, m, 2] = pools[1, m, 0]
-        pools[2, m, 3] = pools[1, m, 1]
-        pools[2, m, 4] = pools[0, m, 0]
+            pools[q, m, P1_SQ] = pools[q, m, P1] * pools[q, m, P1]
+        pools[0, m, R] = r_d / B
+        pools[1, m, R] = r_z / B
+        pools[2, m, ST_LOSS] = ell_sum / B
+        pools[2, m, ST_LOSS_Z] = ez / B
+        pools[2, m, ST_Z] = pools[1, m, P1]
+        pools[2, m, ST_Z_SQ] = pools[1, m, P2]
+        pools[2, m, ST_DELTA] = pools[0, m, P1]
         for q, (u1, u2) in enumerate(((t1, t2), (s1, s2))):
-            scalars[q, m, 0] = u1 / B
-            scalars[q, m, 1] = u2 / B
-            scalars[q, m, 2] = (u1 / B) * (u1 / B)
+            scalars[q, m, MEAN] = u1 / B
+            scalars[q, m, MEAN_SQ] = u2 / B
+            scalars[q, m, SQ_MEAN] = (u1 / B) * (u1 / B)
 
 
 def supported(*arrays: np.ndarray) -> bool:
@@ -201,9 +262,9 @@ def layer_features(
         )
     if ell.shape != (M, B):
         raise ValueError(f"ell must have shape {(M, B)} (networks, inputs), got {ell.shape}")
-    units = np.empty((3, M, n, 6))
-    pools = np.empty((3, M, 6))
-    scalars = np.empty((2, M, 3))
+    units = np.empty((3, M, n, N_POWER))
+    pools = np.empty((3, M, N_POWER))
+    scalars = np.empty((2, M, N_SCALAR))
     _layer_features(
         delta,
         z,
@@ -221,10 +282,10 @@ def layer_features(
     return {
         "delta/unit": units[0],
         "z/unit": units[1],
-        "stein/unit": units[2, :, :, :5],
+        "stein/unit": units[2, :, :, :N_STEIN],
         "delta/pool": pools[0, :, None, :],
         "z/pool": pools[1, :, None, :],
-        "stein/pool": pools[2, :, None, :5],
+        "stein/pool": pools[2, :, None, :N_STEIN],
         "lognorm/pool": scalars[0, :, None, :],
         "dsq/pool": scalars[1, :, None, :],
     }
@@ -236,9 +297,9 @@ def _weight_features(g, c, out):
     for m in range(g.shape[0]):
         total, squares = _lane_sums(g[m], c)
         mean = total / N
-        out[m, 0, 0] = mean
-        out[m, 0, 1] = squares / N
-        out[m, 0, 2] = mean * mean
+        out[m, 0, MEAN] = mean
+        out[m, 0, MEAN_SQ] = squares / N
+        out[m, 0, SQ_MEAN] = mean * mean
 
 
 def weight_features(grad: np.ndarray, c: float) -> np.ndarray:
@@ -257,7 +318,7 @@ def weight_features(grad: np.ndarray, c: float) -> np.ndarray:
     """
     dtype = np.float32 if grad.dtype == np.float32 else np.float64
     g = np.ascontiguousarray(grad, dtype=dtype).reshape(grad.shape[0], -1)
-    out = np.empty((g.shape[0], 1, 3))
+    out = np.empty((g.shape[0], 1, N_SCALAR))
     _weight_features(g, float(c), out)
     return out
 

@@ -16,7 +16,7 @@ correlated Gaussian pair. Both
 :func:`activation_moment` and :func:`activation_moment2` are the activation-level wrappers that
 theory uses: E[φ(z)], E[φ(z)²], E[φ'(z)²], …, with closed forms where they exist (linear,
 relu/leaky relu — the arc-cosine kernel —, erf — the arcsine kernel —, sin) and quadrature
-otherwise. Closed forms are keyed by the activation's registry name and ``params`` so that
+otherwise. Closed forms are chosen by the activation's ``closed_form`` family and ``params`` so that
 activations.py stays free of theory.
 """
 
@@ -31,7 +31,7 @@ from numpy.polynomial.hermite_e import hermegauss
 from numpy.polynomial.legendre import leggauss
 from scipy import special
 
-from .activations import Activation, get_activation
+from ..model.activations import Activation, get_activation
 
 __all__ = [
     "MOMENT2_KINDS",
@@ -362,8 +362,8 @@ def _integrand(act: Activation, kind: str, mean: np.ndarray) -> Callable:
 
 def _closed_form(act: Activation, kind: str, m: np.ndarray, v: np.ndarray) -> np.ndarray | None:
     """Closed-form E_{N(m, v)}[…] for the activation, or None if not known."""
-    name = act.name
-    if name == "linear":
+    family = act.closed_form
+    if family == "linear":
         return {
             "phi": m,
             "phi2": m * m + v,
@@ -375,7 +375,7 @@ def _closed_form(act: Activation, kind: str, m: np.ndarray, v: np.ndarray) -> np
             "zc_phi_dphi": v,
             "zc_dphi": np.zeros_like(m),
         }.get(kind)
-    if name == "relu" or name.startswith("leaky_relu"):
+    if family == "leaky_relu":
         alpha = float(act.params.get("alpha", 0.0))
         s = np.sqrt(v)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -399,7 +399,7 @@ def _closed_form(act: Activation, kind: str, m: np.ndarray, v: np.ndarray) -> np
             "zc_dphi": (1.0 - alpha) * s * pdf,
         }
         return out.get(kind)
-    if name == "erf":
+    if family == "erf":
         # E erf(z) = erf(m/√(1+2v)); E e^{−k z²} = e^{−k m²/(1+2kv)}/√(1+2kv).
         if kind == "phi":
             return special.erf(m / np.sqrt(1.0 + 2.0 * v))
@@ -411,7 +411,7 @@ def _closed_form(act: Activation, kind: str, m: np.ndarray, v: np.ndarray) -> np
             # Arcsine kernel at c = 1 (Williams 1997).
             return 2.0 / np.pi * np.arcsin(2.0 * v / (1.0 + 2.0 * v))
         return None
-    if name == "sin":
+    if family == "sin":
         e1, e2 = np.exp(-0.5 * v), np.exp(-2.0 * v)
         return {
             "phi": np.sin(m) * e1,
@@ -505,15 +505,15 @@ def activation_moment2(
     )
     _check_var(v1, "var1")
     _check_var(v2, "var2")
-    name = act.name
+    family = act.closed_form
     if closed_form and np.all(m1 == 0) and np.all(m2 == 0):
         c = np.clip(c, -1.0, 1.0)
         k = np.sqrt(v1 * v2)
         theta = np.arccos(c)
         out = None
-        if name == "linear":
+        if family == "linear":
             out = c * k if kind == "phi_phi" else np.ones_like(c)
-        elif name == "relu" or name.startswith("leaky_relu"):
+        elif family == "leaky_relu":
             alpha = float(act.params.get("alpha", 0.0))
             # φ = (1−α) relu + α·id; arc-cosine kernels of degree 1 and 0.
             if kind == "phi_phi":
@@ -524,13 +524,13 @@ def activation_moment2(
                 j0 = (np.pi - theta) / (2 * np.pi)
                 # φ' = α + (1−α)1{z>0}
                 out = alpha**2 + alpha * (1 - alpha) + (1 - alpha) ** 2 * j0
-        elif name == "erf" and kind == "phi_phi":
+        elif family == "erf" and kind == "phi_phi":
             out = 2 / np.pi * np.arcsin(2 * c * k / np.sqrt((1 + 2 * v1) * (1 + 2 * v2)))
-        elif name == "erf" and kind == "dphi_dphi":
+        elif family == "erf" and kind == "dphi_dphi":
             # (4/π) E e^{−u²−w²} = (4/π)/√det(I + 2Σ)
             det = (1 + 2 * v1) * (1 + 2 * v2) - 4 * c * c * v1 * v2
             out = 4 / np.pi / np.sqrt(det)
-        elif name == "sin":
+        elif family == "sin":
             e = np.exp(-0.5 * (v1 + v2))
             out = e * (np.sinh(c * k) if kind == "phi_phi" else np.cosh(c * k))
         if out is not None:

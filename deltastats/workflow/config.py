@@ -28,11 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from . import inputs as inputs_mod
-from . import targets as targets_mod
-from .activations import get_activation
-from .losses import get_loss
-from .networks import INITS, MLP
+from ..model import inputs as inputs_mod
+from ..model import targets as targets_mod
+from ..model.activations import get_activation
+from ..model.losses import get_loss
+from ..model.networks import INITS, MLP
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ def numerics() -> dict[str, Any]:
     layers or numpy's tanh)."""
     from threadpoolctl import threadpool_info
 
-    from . import engine
+    from .. import engine
 
     blas = [
         f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')})"

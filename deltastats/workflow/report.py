@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..stats.sampling import MIN_NETWORKS
 from . import plots
 from .compare import COLUMNS, summarize
-from .estimators import MIN_NETWORKS
 
 #: Columns of a results table that are not sweep parameters.
 TABLE_COLUMNS = {
@@ -228,7 +228,7 @@ def _qq(samples: pd.DataFrame, n: int = 200) -> pd.DataFrame:
 
 def _critical_line(meta: dict, growth: pd.DataFrame) -> pd.DataFrame | None:
     """The theoretical critical line σ_w²(σ_b²) for the sweep's activation, if theory has it."""
-    from . import theory
+    from .. import theory
     from .config import Experiment
 
     base = dict(meta.get("config", {}).get("base", {}))

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import theory
+from .. import theory
+from ..engine import backprop
+from ..stats.sampling import FewNetworksWarning, estimate
 from .compare import compare
 from .config import Experiment
-from .engine import backprop
-from .estimators import FewNetworksWarning, estimate
 from .metadata import metadata, now, write_json_atomic
 
 

@@ -50,9 +50,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._parallel import usable_cpus
 from .config import Experiment
 from .config import sigma_aliases as _aliases
-from .engine import usable_cpus
 from .metadata import metadata, now, write_json_atomic
 
 SWEEP_KEYS = ("name", "seed", "paired", "description", "base", "grid", "points", "quick")

@@ -1,14 +1,14 @@
 """The batched backprop engine: forward and backward for M networks × B inputs at once.
 
-For every network m and input b (DESIGN.md notation, δ = ∂L/∂z, no minus sign):
+For every network m and input b (δ = ∂L/∂z, no minus sign):
 
     z⁽ˡ⁾ = W⁽ˡ⁾ h⁽ˡ⁻¹⁾ + b⁽ˡ⁾,   h⁽ˡ⁾ = φ(z⁽ˡ⁾),   h⁽⁰⁾ = x,   g = φ_out(z⁽ᴸ⁾)      (1)
     δ⁽ᴸ⁾ = ∂L/∂g ⊙ φ_out'(z⁽ᴸ⁾)                                                       (2)
     δ⁽ˡ⁾ = φ'(z⁽ˡ⁾) ⊙ (W⁽ˡ⁺¹⁾ᵀ δ⁽ˡ⁺¹⁾)                                                  (3)
     ∂J/∂W⁽ˡ⁾ = (1/B) Σ_b δ⁽ˡ⁾ h⁽ˡ⁻¹⁾ᵀ + λ W⁽ˡ⁾,   ∂J/∂b⁽ˡ⁾ = (1/B) Σ_b δ⁽ˡ⁾                (4)
 
-where J = (1/B) Σ_b L_b + (λ/2) Σ_l ‖W⁽ˡ⁾‖² is the batch objective of the second seed document.
-The Haykin-style derivation (``001_…txt``) defines δ_Haykin = −∂E/∂v = −δ here.
+where J = (1/B) Σ_b L_b + (λ/2) Σ_l ‖W⁽ˡ⁾‖² is the batch objective (mean loss plus weight
+decay). Haykin's textbook derivation calls δ_Haykin = −∂E/∂v the *local gradient*; it is −δ here.
 
 Rows are samples: with arrays ``(M, B, n)``, (1) is ``h @ Wᵀ`` and (3) is ``δ @ W``, one stacked
 ``matmul`` per layer over all networks and inputs.
@@ -16,46 +16,30 @@ Rows are samples: with arrays ``(M, B, n)``, (1) is ``h @ Wᵀ`` and (3) is ``δ
 
 from __future__ import annotations
 
-import numbers
-import os
+import sys
 import threading
 import warnings
-import weakref
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache, partial
+from functools import partial
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
+from .. import checks
+from .._parallel import blas_is_avx512, default_threads, executor, single_threaded_blas
+from ..model.activations import tanh as _tanh
+from ..model.losses import Loss, get_loss
+from ..model.networks import MLP, Params
 from . import kernels
-from .activations import tanh as _tanh
-from .losses import Loss, get_loss
-from .networks import MLP, Params
+from .workspace import allocate
 
 _TANH_DPHI = _tanh.dphi_from_output
 
 
-def _numpy_vectorizes_tanh() -> bool:
-    """Whether numpy's own float64 tanh is a SIMD loop here: its wheels dispatch one only
-    for AVX-512 (Skylake-X level) CPUs; elsewhere it calls the C library per element."""
-    try:
-        from numpy._core._multiarray_umath import __cpu_features__
-    except ImportError:  # numpy < 2
-        from numpy.core._multiarray_umath import __cpu_features__
-    return bool(__cpu_features__.get("AVX512_SKX", False))
-
-
-#: Use the compiled one-pass kernels of :mod:`deltastats.kernels` for tanh layers and the
-#: backward product. On by default where numpy's float64 tanh is not vectorized (x86 CPUs
-#: without AVX-512, and non-x86 CPUs), where they make a width-128 pass about twice as fast;
-#: off where numpy's own SIMD tanh is faster. The two tanh's differ by a few units in the last
-#: place, which the network then carries forward (grown by the layers' gains: ~10⁻¹⁵ relative
-#: at depth 4 and σ_w = 1, ~10⁻¹⁴ at depth 12 and σ_w = 2.5); for one setting, results are
-#: bit-for-bit reproducible. Set it before a run, not during one.
-USE_COMPILED_KERNELS: bool = not _numpy_vectorizes_tanh()
+def _compiled_kernels_on() -> bool:
+    """The switch :data:`deltastats.engine.USE_COMPILED_KERNELS`, read on every call so that
+    setting the package attribute takes effect."""
+    return bool(sys.modules[__package__].USE_COMPILED_KERNELS)
 
 
 class NumericalOverflowWarning(RuntimeWarning):
@@ -115,24 +99,6 @@ def _check_array(name: str, a, M: int, width: int, batch: int | None = None) -> 
     if not np.all(np.isfinite(a)):
         raise ValueError(f"{name} contains NaN or inf")
     return a
-
-
-def forward(net: MLP, params: Params, x: np.ndarray) -> np.ndarray:
-    """Network output g for inputs x (no validation, no trace; used by teacher targets).
-
-    Parameters
-    ----------
-    x : ndarray, shape ``(B, n_0)`` or ``(M, B, n_0)``
-
-    Returns
-    -------
-    ndarray, shape ``(M, B, n_L)``
-    """
-    h = x
-    for l in range(net.depth):
-        z = np.matmul(h, params.weights[l].swapaxes(-1, -2)) + params.biases[l][:, None, :]
-        h = net.layer_activation(l + 1).phi(z)
-    return h
 
 
 def backprop(
@@ -217,8 +183,7 @@ def backprop(
     y = _check_array("y", y, M, net.widths[-1])
     if x.shape[-2] != y.shape[-2]:
         raise ValueError(f"x has {x.shape[-2]} inputs per network but y has {y.shape[-2]}")
-    if not (np.isfinite(weight_decay) and weight_decay >= 0):
-        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay}")
+    weight_decay = checks.nonnegative_real("weight_decay", weight_decay)
     if lossf.name == "cross_entropy" and (
         np.any(y < 0) or not np.allclose(y.sum(axis=-1), 1.0, atol=1e-6)
     ):
@@ -227,19 +192,17 @@ def backprop(
             "labels: entries >= 0 summing to 1); use targets.one_hot(n_classes)"
         )
     L = net.depth
-    keep = set(range(1, L + 1)) if keep_layers is None else {int(k) for k in keep_layers}
+    keep = (
+        set(range(1, L + 1))
+        if keep_layers is None
+        else {checks.integer("keep_layers entries", k) for k in keep_layers}
+    )
     if not keep <= set(range(1, L + 1)):
         raise ValueError(f"keep_layers must be layers in 1 … {L}, got {sorted(keep)}")
-    if threads is not None and (
-        isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1
-    ):
-        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
-    if chunk_size is not None and (
-        isinstance(chunk_size, bool)
-        or not isinstance(chunk_size, numbers.Integral)
-        or chunk_size < 1
-    ):
-        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    if threads is not None:
+        threads = checks.positive_int("threads", threads, " or None")
+    if chunk_size is not None:
+        chunk_size = checks.positive_int("chunk_size", chunk_size, " or None")
     if out is not None and not isinstance(out, Trace):
         raise ValueError("out must be a Trace returned by an earlier backprop call, or None")
     dtype = params.weights[0].dtype
@@ -269,7 +232,7 @@ def backprop(
         if grads:
             requests[("gw", l)] = ((M, n_l, widths[l]), old("grad_weights", l))
             requests[("gb", l)] = ((M, n_l), old("grad_biases", l))
-    arrays = _allocate(requests, dtype)
+    arrays = allocate(requests, dtype)
     deltas = [arrays[("delta", l)] for l in range(L)]
     zk = [arrays.get(("z", l)) for l in range(L)]
     hk = [arrays.get(("h", l)) for l in range(L)]
@@ -312,16 +275,16 @@ def backprop(
         local=threading.local(),
         # Every trace array and buffer is C-contiguous by construction, and so are the
         # biases after the conversion above: the choice of path depends on the setting only.
-        compiled=USE_COMPILED_KERNELS and kernels.supported(x, *biases),
+        compiled=_compiled_kernels_on() and kernels.supported(x, *biases),
     )
-    with _single_threaded_blas():
+    with single_threaded_blas():
         if n_threads <= 1:
             for s in tasks:
                 _run_chunk(ctx, s)
         else:
             # map() submits every task at once; idle threads take the next one, so a slow
             # core (other jobs on the machine) does not hold the others back.
-            for _ in _executor(n_threads).map(partial(_run_chunk, ctx), tasks):
+            for _ in executor(n_threads).map(partial(_run_chunk, ctx), tasks):
                 pass
 
     first = np.zeros(M, dtype=np.int64)
@@ -378,7 +341,7 @@ def _plan(
     chunk_size = min(int(chunk_size), M)
     if threads is None:
         total = 2 * (len(widths) - 1) * M * layer_flops
-        threads = 1 if total < _PARALLEL_FLOPS else _default_threads()
+        threads = 1 if total < _PARALLEL_FLOPS else default_threads()
     n_tasks = -(-M // chunk_size)
     return chunk_size, max(1, min(int(threads), n_tasks))
 
@@ -407,75 +370,6 @@ class _Context:
     lossbad: np.ndarray
     local: threading.local
     compiled: bool
-
-
-def _allocate(requests: dict, dtype) -> dict:
-    """Arrays for ``{key: (shape, previous)}``: ``previous`` when it fits, else a view of one
-    block (each view C-contiguous and 64-byte aligned) from :func:`_lease_block`."""
-    arrays, fresh = {}, []
-    for key, (shape, previous) in requests.items():
-        if (
-            isinstance(previous, np.ndarray)
-            and previous.shape == shape
-            and previous.dtype == dtype
-            and previous.flags.c_contiguous
-            and previous.flags.writeable
-        ):
-            arrays[key] = previous
-        else:
-            fresh.append((key, shape))
-    if fresh:
-        itemsize = np.dtype(dtype).itemsize
-        sizes = [-(-int(np.prod(shape)) * itemsize // 64) * 64 for _, shape in fresh]
-        block = _lease_block(sum(sizes) + 64)
-        start = (-block.ctypes.data) % 64  # first 64-byte-aligned byte
-        for (key, shape), size in zip(fresh, sizes):
-            nbytes = int(np.prod(shape)) * itemsize
-            arrays[key] = block[start : start + nbytes].view(dtype).reshape(shape)
-            start += size
-    return arrays
-
-
-#: Bytes of trace memory the engine keeps for reuse once the traces using it are gone
-#: (at most two blocks; 0 disables). Fresh memory must be paged in (zeroed by the kernel),
-#: which costs as much as the arithmetic for a default-sized pass; a loop that calls
-#: backprop on chunk after chunk reuses the same pages instead. :func:`clear_cache` frees it.
-WORKSPACE_CACHE_BYTES = 1 << 30
-_CACHE: list = []  # entries [block, weakref to the _Lease of its current use or None]
-
-
-class _Lease:
-    """One use of a cached block: every trace array of that use is a view whose base chain
-    ends here, so the block is free again exactly when this object has been collected."""
-
-    def __init__(self, block: np.ndarray) -> None:
-        self.block = block
-        self.__array_interface__ = block.__array_interface__
-
-
-def _lease_block(nbytes: int) -> np.ndarray:
-    """A uint8 array of at least ``nbytes`` bytes that no live array views."""
-    with _LOCK:
-        for entry in _CACHE:
-            block, ref = entry
-            if block.nbytes >= nbytes and (ref is None or ref() is None):
-                break
-        else:
-            block = np.empty(nbytes, dtype=np.uint8)
-            entry = [block, None]
-            if nbytes <= WORKSPACE_CACHE_BYTES:
-                _CACHE.append(entry)
-                while len(_CACHE) > 2 or sum(e[0].nbytes for e in _CACHE) > WORKSPACE_CACHE_BYTES:
-                    _CACHE.pop(0)
-        lease = _Lease(block)
-        entry[1] = weakref.ref(lease)
-        return np.asarray(lease)
-
-
-def clear_cache() -> None:
-    """Drop the engine's cached trace memory (:data:`WORKSPACE_CACHE_BYTES`)."""
-    with _LOCK:
-        _CACHE.clear()
 
 
 def _buffer(ctx: _Context, role: str, width: int, c: int) -> np.ndarray:
@@ -586,25 +480,10 @@ def _row_blocks(B: int, n_out: int, n_in: int) -> int:
     the layer shapes, B and the BLAS build, never on how the networks are split, so it cannot
     make results depend on threads or chunks.
     """
-    if _avx512_blas() and B % 2 == 0 and B * n_in * n_out > _SMALL_GEMM >= (B // 2) * n_in * n_out:
+    gemm = B * n_in * n_out
+    if blas_is_avx512() and B % 2 == 0 and gemm > _SMALL_GEMM >= (B // 2) * n_in * n_out:
         return 2
     return 1
-
-
-#: OpenBLAS kernel families (threadpoolctl's ``architecture``) with the AVX-512 small-GEMM path.
-_AVX512_KERNELS = frozenset({"skylakex", "cooperlake", "sapphirerapids"})
-
-
-def _avx512_blas() -> bool:
-    """Whether numpy's BLAS runs an OpenBLAS AVX-512 kernel (cached after the first call)."""
-    if "avx512" not in _BLAS:
-        archs = {
-            str(getattr(lib, "architecture", "")).lower()
-            for lib in _blas_libraries()
-            if "numpy" in str(getattr(lib, "filepath", ""))
-        }
-        _BLAS["avx512"] = bool(archs & _AVX512_KERNELS)
-    return _BLAS["avx512"]
 
 
 def _apply(fn, src: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -635,80 +514,3 @@ def _nonfinite(a: np.ndarray) -> np.ndarray:
     if bad.any():
         bad[bad] = ~np.isfinite(a[bad]).all(axis=(-2, -1))
     return bad
-
-
-# ---- threads and BLAS ----------------------------------------------------------------------
-
-_LOCK = threading.Lock()
-_BLAS: dict = {"controller": None, "depth": 0, "saved": ()}
-_POOLS: dict = {}
-
-
-def _blas_libraries() -> list:
-    if _BLAS["controller"] is None:
-        _BLAS["controller"] = ThreadpoolController().select(user_api="blas")
-    return _BLAS["controller"].lib_controllers
-
-
-@contextmanager
-def _single_threaded_blas():
-    """Run BLAS with one thread inside; re-entrant and shared by concurrent backprop calls.
-
-    The BLAS thread count is process-wide, so concurrent calls count themselves in and the
-    last one out restores the previous setting.
-    """
-    with _LOCK:
-        if _BLAS["depth"] == 0:
-            libs = _blas_libraries()
-            _BLAS["saved"] = tuple(lib.num_threads for lib in libs)
-            for lib in libs:
-                lib.set_num_threads(1)
-        _BLAS["depth"] += 1
-    try:
-        yield
-    finally:
-        with _LOCK:
-            _BLAS["depth"] -= 1
-            if _BLAS["depth"] == 0:
-                for lib, n in zip(_blas_libraries(), _BLAS["saved"]):
-                    lib.set_num_threads(n)
-
-
-@lru_cache(maxsize=1)
-def _cpu_quota() -> int:
-    """CPUs joblib counts for this process, cgroup quota included. It reads files (~80 µs),
-    and every backprop and parameter draw asks, so it is read once per process."""
-    from joblib import cpu_count
-
-    return cpu_count()
-
-
-def usable_cpus() -> int:
-    """Number of CPU cores this process may use: its affinity mask and any cgroup CPU quota
-    (a container limited to 2 CPUs counts 2), as joblib counts them."""
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        affinity = os.cpu_count() or 1
-    return max(1, min(affinity, _cpu_quota()))
-
-
-def _default_threads() -> int:
-    """As many threads as BLAS may use now (1 inside a BLAS-limited worker), ≤ usable CPUs."""
-    cpus = usable_cpus()
-    with _LOCK:
-        if _BLAS["depth"] > 0:
-            return 1  # called from inside a running backprop (already parallel)
-        libs = _blas_libraries()
-        blas = max((lib.num_threads for lib in libs), default=cpus)
-    return max(1, min(cpus, blas))
-
-
-def _executor(n: int) -> ThreadPoolExecutor:
-    """A cached pool of n threads (one per process: a forked child gets a fresh one)."""
-    key = (os.getpid(), n)
-    with _LOCK:
-        pool = _POOLS.get(key)
-        if pool is None:
-            pool = _POOLS[key] = ThreadPoolExecutor(n, thread_name_prefix="deltastats-engine")
-    return pool

@@ -324,3 +324,13 @@ def _scale_layer_unchecked(d, back) -> np.ndarray:
     bad = np.empty(d.shape[0], dtype=bool)
     _scale_layer(d, back, bad, d.dtype.type(np.inf))
     return bad
+
+
+def numpy_vectorizes_tanh() -> bool:
+    """Whether numpy's own float64 tanh is a SIMD loop here: its wheels dispatch one only
+    for AVX-512 (Skylake-X level) CPUs; elsewhere it calls the C library per element."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+    except ImportError:  # numpy < 2
+        from numpy.core._multiarray_umath import __cpu_features__
+    return bool(__cpu_features__.get("AVX512_SKX", False))

@@ -1,0 +1,172 @@
+"""The sampling design of a Monte Carlo run, as one frozen, validated record.
+
+M independent networks m, B inputs b through each (inputs drawn independently per network).
+Network m (global index 0 … M − 1) gets its parameters, its batch of inputs and its targets
+from its own random streams (:mod:`deltastats.model.seeding`), so a network's numbers depend
+only on (seed, m): never on ``chunk``, on how many networks are drawn at once, or on jobs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import checks
+from ..engine import Trace, backprop
+from ..model import inputs as _inputs
+from ..model import targets as _targets
+from ..model.losses import get_loss
+from ..model.networks import MLP, Params
+from .accumulators import BackpropAccumulator
+from .intervals import check_method_confidence
+
+#: Floats of traces, parameters and gradients per engine pass when ``chunk`` is not given
+#: (2²² floats = 32 MB in float64).
+CHUNK_FLOATS = 2**22
+
+
+@dataclass(frozen=True)
+class Design:
+    """What is sampled and how it is summarized: everything :func:`~deltastats.stream`,
+    :func:`~deltastats.estimate` and :func:`~deltastats.stein_check` hand on, checked once.
+
+    Parameters
+    ----------
+    net : MLP
+        The network family.
+    inputs : InputLaw, optional
+        Law of the inputs (default ``inputs.gaussian(1.0)``); every network gets its own batch.
+    targets : TargetLaw, optional
+        Law of the targets (default ``targets.zeros()``).
+    loss : str
+        ``"mse"`` or ``"cross_entropy"``.
+    n_networks : int
+        M ≥ 2 (an interval needs the spread of at least two networks).
+    batch : int
+        B ≥ 1, inputs per network.
+    seed : int or SeedSequence
+    chunk : int, optional
+        Networks per engine pass (default: about :data:`CHUNK_FLOATS` floats per pass). Results
+        do not depend on it.
+    weight_decay : float
+        λ ≥ 0 in ∂J/∂W = mean_b δhᵀ + λW.
+    dtype : np.float32 or np.float64
+        Engine precision; accumulation is float64 either way.
+    confidence : float
+        γ ∈ (0, 1).
+    method : {"clt", "jackknife", "bootstrap"}
+    n_resamples : int
+        Bootstrap resamples (≥ 10).
+    jackknife_groups : int
+        G ≥ 2 delete-a-group jackknife groups (network index mod G).
+    stein_q0 : float or None
+        With Gaussian inputs N(0, q₀I): also accumulate the exact conditional Stein features of
+        layer 1 (:func:`~deltastats.stein_check` sets it).
+
+    Examples
+    --------
+    >>> import deltastats as ds
+    >>> d = Design(ds.MLP((4, 8, 1)), n_networks=100, batch=4)
+    >>> d.chunk, d.keep_networks
+    (100, False)
+    >>> Design(ds.MLP((4, 8, 1)), batch=0)
+    Traceback (most recent call last):
+    ValueError: batch must be an int >= 1, got 0
+    """
+
+    net: MLP
+    inputs: _inputs.InputLaw | None = None
+    targets: _targets.TargetLaw | None = None
+    loss: str = "mse"
+    n_networks: int = 1000
+    batch: int = 16
+    seed: int | np.random.SeedSequence = 0
+    chunk: int | None = None
+    weight_decay: float = 0.0
+    dtype: np.dtype = field(default=np.dtype(np.float64))
+    confidence: float = 0.95
+    method: str = "clt"
+    n_resamples: int = 1999
+    jackknife_groups: int = 20
+    stein_q0: float | None = None
+
+    def __post_init__(self) -> None:
+        def put(name, value):
+            object.__setattr__(self, name, value)
+
+        if not isinstance(self.net, MLP):
+            raise ValueError(f"net must be an MLP, got {type(self.net).__name__}")
+        put(
+            "n_networks",
+            checks.integer(
+                "n_networks",
+                self.n_networks,
+                2,
+                " (an interval needs the spread of at least 2 networks)",
+            ),
+        )
+        put("batch", checks.positive_int("batch", self.batch))
+        check_method_confidence(self.method, self.confidence)
+        put("confidence", float(self.confidence))
+        put("n_resamples", checks.integer("n_resamples", self.n_resamples, 10))
+        put("jackknife_groups", checks.integer("jackknife_groups", self.jackknife_groups, 2))
+        put("weight_decay", checks.nonnegative_real("weight_decay", self.weight_decay))
+        get_loss(self.loss)
+        inputs = _inputs.gaussian(1.0) if self.inputs is None else self.inputs
+        targets = _targets.zeros() if self.targets is None else self.targets
+        if not isinstance(inputs, _inputs.InputLaw):
+            raise ValueError("inputs must be an input law such as deltastats.inputs.gaussian(1.0)")
+        if not isinstance(targets, _targets.TargetLaw):
+            raise ValueError("targets must be a target law such as deltastats.targets.zeros()")
+        put("inputs", inputs)
+        put("targets", targets)
+        try:
+            dtype = np.dtype(self.dtype)
+        except TypeError:
+            dtype = None
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be np.float32 or np.float64, got {self.dtype!r}")
+        put("dtype", dtype)
+        if self.stein_q0 is not None:
+            put("stein_q0", checks.positive_real("stein_q0", self.stein_q0))
+        if self.chunk is None:
+            # Floats held per network in one pass: z, h, δ per sample, plus parameters and
+            # weight gradients (n_l·n_{l−1} each).
+            widths = self.net.widths
+            n_weights = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+            per_net = self.batch * (sum(widths) + self.net.depth) * 3 + 2 * n_weights
+            put("chunk", int(max(1, min(self.n_networks, CHUNK_FLOATS // per_net))))
+        else:
+            put("chunk", checks.positive_int("chunk", self.chunk))
+
+    @property
+    def keep_networks(self) -> bool:
+        """Whether every per-network feature vector is kept (the bootstrap resamples them)."""
+        return self.method == "bootstrap"
+
+    def trace(self, start: int, M: int) -> tuple[Params, np.ndarray, Trace]:
+        """Parameters, inputs ``(M, B, n_0)`` and backprop trace of networks
+        ``start … start+M−1``."""
+        n0, nL = self.net.widths[0], self.net.widths[-1]
+        params = self.net.sample(M, self.seed, start=start, dtype=self.dtype)
+        x = self.inputs.sample(
+            n0, self.batch, self.seed, n_networks=M, start=start, dtype=self.dtype
+        )
+        y = self.targets.sample(x, nL, self.seed, start=start, dtype=self.dtype)
+        trace = backprop(
+            self.net, params, x, y, loss=self.loss, weight_decay=self.weight_decay, warn=False
+        )
+        return params, x, trace
+
+    def accumulator(self, start: int = 0, shifts: dict | None = None) -> BackpropAccumulator:
+        """An empty accumulator for networks from ``start`` on, with this design's settings."""
+        return BackpropAccumulator(
+            self.net,
+            self.batch,
+            start=start,
+            shifts=shifts,
+            n_groups=self.jackknife_groups,
+            keep_networks=self.keep_networks,
+            stein_q0=self.stein_q0,
+        )

@@ -1,0 +1,225 @@
+"""Confidence intervals valid for the nested design (networks × inputs), and
+:func:`summarize`, which turns an accumulator into :class:`~deltastats.stats.results.Estimates`.
+
+The **network is the independent unit**: every statistic is θ = f(μ_F) of the mean μ_F =
+E[F_m] of a per-network feature vector F_m (:mod:`deltastats.stats.statistics`), estimated
+by θ̂ = f(F̄).
+
+``method="clt"`` (default): delta method on the between-network covariance Σ̂_F of F_m,
+
+    SE² = ∇fᵀ Σ̂_F ∇f / M,      θ̂ ± t_{M−1, (1+γ)/2} · SE,
+
+with ∇f by complex-step differentiation (exact to rounding: ∂f/∂v_i = Im f(v + ih·e_i)/h).
+``method="jackknife"``: delete-a-group jackknife over G groups of networks (network index mod
+G), for unequal group sizes m_g the weighted form of Busing, Meijer & van der Leeden (1999):
+h_g = M/m_g, pseudo-values θ̃_g = h_g θ̂ − (h_g − 1) θ̂_(g), θ̂_J = Gθ̂ − Σ_g (1 − m_g/M) θ̂_(g),
+SE² = (1/G) Σ_g (θ̃_g − θ̂_J)²/(h_g − 1), interval θ̂ ± t_{G−1}·SE.
+``method="bootstrap"``: BCa bootstrap resampling whole networks, :func:`scipy.stats.bootstrap`
+with the feature columns as paired samples; keeps every F_m (memory O(M·Σ_l n_l)).
+All methods report the same point estimate θ̂.
+
+References
+----------
+Busing, F. M. T. A., Meijer, E. & van der Leeden, R. (1999). Delete-m jackknife for unequal m.
+*Statistics and Computing* 9, 3–8.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .. import checks
+from ..model.seeding import as_seed_sequence
+from .accumulators import BackpropAccumulator
+from .features import FeatureKey
+from .results import COLUMNS, Estimates
+from .statistics import _REGISTRY, check_statistics
+
+#: Interval methods.
+METHODS = ("clt", "jackknife", "bootstrap")
+#: Spawn-key number of the bootstrap's random stream (after those of
+#: :mod:`deltastats.model.seeding`).
+_BOOTSTRAP_STREAM = 1000
+
+
+def check_method_confidence(method, confidence) -> None:
+    """``ValueError`` unless ``method`` is one of :data:`METHODS` and 0 < ``confidence`` < 1."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; valid methods are: {', '.join(METHODS)}")
+    checks.probability("confidence", confidence)
+
+
+def _complex_step_grad(fn, v, consts, M, B):
+    """∇f at v (S, k) by complex steps: ∂f/∂v_i = Im f(v + i·h·e_i)/h, exact to rounding."""
+    S, k = v.shape
+    grad = np.empty((S, k))
+    scale = np.abs(v) + 1.0
+    for i in range(k):
+        h = 1e-30 * scale[:, i]
+        vc = v.astype(np.complex128)
+        vc[:, i] += 1j * h
+        grad[:, i] = np.imag(fn(vc, consts, M, B)) / h
+    return grad
+
+
+def _jackknife_se(fn, summ, name, consts, B, theta):
+    """Weighted delete-a-group jackknife SE (Busing et al. 1999) and its number of groups."""
+    m_g = summ.group_count.astype(float)
+    keep = m_g > 0
+    G = int(keep.sum())
+    M = float(summ.count)
+    if G < 2 or np.any(M - m_g[keep] < 2):
+        return np.full_like(theta, np.nan), G
+    sums = summ.group_sum[name][keep]  # (G, S, k)
+    total = sums.sum(axis=0)
+    mg = m_g[keep][:, None]  # (G, 1)
+    v_del = (total[None] - sums) / (M - mg)[..., None]
+    with np.errstate(all="ignore"):
+        th_del = np.real(fn(v_del, consts, M - mg, B))  # (G, S)
+    h = M / mg
+    pseudo = h * theta[None] - (h - 1) * th_del
+    th_j = G * theta - np.sum((1 - mg / M) * th_del, axis=0)
+    var = np.sum((pseudo - th_j[None]) ** 2 / (h - 1), axis=0) / G
+    return np.sqrt(var), G
+
+
+def _bootstrap(fn, per_net, consts, M, B, confidence, n_resamples, rng):
+    """BCa bootstrap over networks: the k feature columns are paired samples of size M."""
+    S, k = per_net.shape[1:]
+    data = tuple(np.ascontiguousarray(per_net[:, :, i]) for i in range(k))  # each (M, S)
+
+    def statistic(*cols, axis):
+        v = np.stack([c.mean(axis=axis) for c in cols], axis=-1)  # (S, …, k)
+        v = np.moveaxis(v, 0, -2)  # (…, S, k)
+        out = np.real(fn(v, consts, M, B))
+        return np.moveaxis(out, -1, 0)
+
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        res = stats.bootstrap(
+            data,
+            statistic,
+            n_resamples=n_resamples,
+            paired=True,
+            vectorized=True,
+            axis=0,
+            confidence_level=confidence,
+            method="BCa",
+            batch=max(1, min(n_resamples, 2**22 // max(1, M * S * k))),
+            rng=rng,
+        )
+    lo, hi = res.confidence_interval
+    return np.asarray(res.standard_error), np.asarray(lo), np.asarray(hi)
+
+
+def summarize(
+    accumulator: BackpropAccumulator,
+    *,
+    method: str = "clt",
+    confidence: float = 0.95,
+    n_resamples: int = 1999,
+    seed: int | np.random.SeedSequence | None = 0,
+    statistics: str | Sequence[str] | None = None,
+) -> Estimates:
+    """Turn a :class:`~deltastats.stats.accumulators.BackpropAccumulator` into :class:`Estimates`.
+
+    Parameters
+    ----------
+    accumulator : BackpropAccumulator
+        Holds ``keep_networks=True`` for ``method="bootstrap"``.
+    method : {"clt", "jackknife", "bootstrap"}
+        Interval method (module docstring).
+    confidence : float
+        γ in (0, 1).
+    n_resamples : int
+        Bootstrap resamples.
+    seed : int or SeedSequence
+        Seed of the bootstrap resampling.
+    statistics : str or sequence of str, optional
+        Compute only these statistics (default: all).
+    """
+    check_method_confidence(method, confidence)
+    wanted = set(check_statistics(statistics))
+    if not isinstance(accumulator, BackpropAccumulator):
+        raise ValueError("accumulator must be a BackpropAccumulator")
+    if method == "bootstrap" and not accumulator.features.keep_networks:
+        raise ValueError(
+            "method='bootstrap' needs the per-network summaries: create the accumulator with "
+            "keep_networks=True"
+        )
+    summ = accumulator.summary()
+    consts = accumulator.consts()
+    B = accumulator.batch
+    M = summ.count
+    rng = None
+    if method == "bootstrap":
+        # A child key of its own (not a spawn, which would mutate a caller's SeedSequence).
+        root = as_seed_sequence(seed)
+        child = np.random.SeedSequence(
+            root.entropy, spawn_key=(*root.spawn_key, _BOOTSTRAP_STREAM), pool_size=root.pool_size
+        )
+        rng = np.random.default_rng(child)
+    alpha = 0.5 * (1 + confidence)
+    t_clt = stats.t.ppf(alpha, M - 1) if M >= 2 else np.nan
+    order = {s: i for i, s in enumerate(_REGISTRY)}
+    cols: dict[str, list] = {k: [] for k in ("layer", "unit", "stat", *COLUMNS[3:7])}
+    for name in summ.mean:
+        quantity, layer, kind = FeatureKey.parse(name)
+        v = summ.mean[name]
+        cst = consts[name]
+        for stat, spec in _REGISTRY.items():
+            if spec.quantity != quantity or (kind == "unit" and not spec.per_unit):
+                continue
+            if stat not in wanted:
+                continue
+            with np.errstate(all="ignore"):
+                theta = np.real(spec.fn(v, cst, M, B)) if M >= 2 else np.full(v.shape[0], np.nan)
+            se = lo = hi = np.full_like(theta, np.nan)
+            if M >= 2 and method == "clt":
+                with np.errstate(all="ignore"):
+                    g = _complex_step_grad(spec.fn, v, cst, M, B)
+                    se = np.sqrt(np.einsum("si,sij,sj->s", g, summ.cov[name], g) / M)
+                lo, hi = theta - t_clt * se, theta + t_clt * se
+            elif M >= 2 and method == "jackknife":
+                se, G = _jackknife_se(spec.fn, summ, name, cst, B, theta)
+                t = stats.t.ppf(alpha, G - 1) if G >= 2 else np.nan
+                lo, hi = theta - t * se, theta + t * se
+            elif M >= 2 and method == "bootstrap":
+                se, lo, hi = _bootstrap(
+                    spec.fn, summ.per_network[name], cst, M, B, confidence, n_resamples, rng
+                )
+            se = np.where(np.isfinite(theta), se, np.nan)  # no SE for an undefined estimate
+            S = theta.shape[0]
+            cols["layer"].append(np.full(S, int(layer)))
+            cols["unit"].append(np.arange(S) if kind == "unit" else np.full(S, -1))
+            cols["stat"].append(np.full(S, order[stat]))
+            for key, val in zip(COLUMNS[3:7], (theta, se, lo, hi)):
+                cols[key].append(np.broadcast_to(np.asarray(val, dtype=float), (S,)))
+    arr = {k: np.concatenate(v) for k, v in cols.items()}
+    idx = np.lexsort((arr["unit"], arr["stat"], arr["layer"]))
+    names = np.array(list(_REGISTRY), dtype=object)
+    table = pd.DataFrame(
+        {
+            "layer": arr["layer"][idx],
+            "unit": arr["unit"][idx],
+            "statistic": names[arr["stat"][idx]],
+            **{k: arr[k][idx] for k in COLUMNS[3:7]},
+            "n_networks": np.full(idx.size, M),
+            "n_inputs": np.full(idx.size, B),
+        }
+    )
+    return Estimates(
+        table,
+        M,
+        B,
+        accumulator.n_overflow,
+        float(confidence),
+        method,
+        dict(accumulator.overflow_layers),
+        dict(accumulator.zero_delta),
+    )
