@@ -38,6 +38,7 @@ def test_report_of_a_phase_diagram_sweep(tmp_path):
     assert "Theory agrees with Monte Carlo in" in rep.summary
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda p: p.stem)
 def test_every_experiment_runs_quick_and_reports(config, tmp_path):
     res = run_sweep(config, out=tmp_path, quick=True, progress=False)
@@ -119,3 +120,61 @@ def test_compare_keeps_overflowed_predictions_as_undefined_and_drops_uncovered_r
     table = compare(est, pred)
     assert table["layer"].tolist() == [1, 2]  # NaN: theory does not cover layer 3
     assert table["verdict"].tolist() == ["agrees", "undefined"]
+
+
+def test_analysis_settings_are_recorded_and_read_by_the_report(tmp_path):
+    import json
+
+    from deltastats.config import Experiment
+    from deltastats.runner import run_experiment
+
+    exp = Experiment.from_dict(dict(name="settings", width=8, depth=3, n_networks=20, batch=4))
+    res = run_experiment(
+        exp, tmp_path, progress=False, confidence=0.9, alpha=0.05, correction="fdr_bh"
+    )
+    meta = json.loads((res.out_dir / "metadata.json").read_text())
+    assert meta["analysis"] == {
+        "confidence": 0.9,
+        "method": "clt",
+        "alpha": 0.05,
+        "correction": "fdr_bh",
+        "min_networks": 100,
+    }
+    md = (res.out_dir / "report.md").read_text()
+    assert "Benjamini–Hochberg-adjusted" in md and "(level 0.05)" in md and "clt at 90%" in md
+    assert "level 1%" not in md
+    # The 90 % interval is the t interval of that level.
+    from scipy import stats
+
+    t = res.table[res.table["statistic"] == "delta_sq"]
+    half = (t["ci_high"] - t["ci_low"]) / (2 * t["std_error"])
+    assert half.to_numpy() == pytest.approx(stats.t.ppf(0.95, 19), rel=1e-12)
+    with pytest.raises(ValueError, match="correction"):
+        run_experiment(exp, None, progress=False, correction="holmes")
+
+
+def test_phase_diagram_per_swept_activation_with_its_own_critical_line(tmp_path):
+    cfg = {
+        "name": "two_acts",
+        "seed": 2,
+        "base": {"depth": 4, "width": 8, "n_networks": 4, "batch": 2},
+        "grid": {"activation": ["tanh", "erf"], "sigma_w2": [1.0, 2.0], "sigma_b2": [0.0, 0.2]},
+    }
+    run_sweep(cfg, out=tmp_path, progress=False, jobs=1)
+    meta_sweep = __import__("json").loads((tmp_path / "metadata.json").read_text())
+    assert meta_sweep["analysis"]["alpha"] == 0.01
+    rep = write_report(tmp_path)
+    names = {p.name for p in rep.figures}
+    assert {"fig_phase_diagram_tanh.png", "fig_phase_diagram_erf.png"} <= names
+    from deltastats import theory
+    from deltastats.workflow.report import _critical_line
+
+    growth = pd.DataFrame({"sigma_b2": [0.0, 0.2], "sigma_w2": [1.0, 2.0], "log_growth": 0.0})
+    for act in ("tanh", "erf"):
+        line = _critical_line(act, growth)
+        expected = theory.critical_sigma_w(line["sigma_b2"].to_numpy() ** 0.5, act) ** 2
+        assert line["sigma_w2"].to_numpy() == pytest.approx(expected)
+    # erf's line is not tanh's: the activation matters.
+    assert not _critical_line("erf", growth)["sigma_w2"].equals(
+        _critical_line("tanh", growth)["sigma_w2"]
+    )

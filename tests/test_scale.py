@@ -41,6 +41,7 @@ def _peak(n_networks: int) -> int:
     return peak
 
 
+@pytest.mark.slow
 def test_memory_does_not_grow_with_n_networks():
     """Peak memory is one chunk's trace plus O(log M) accumulator nodes, not O(M).
 

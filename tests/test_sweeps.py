@@ -95,6 +95,7 @@ sigma_w2 = [1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.2, 2.4]
 """
 
 
+@pytest.mark.slow
 def test_kill_minus_nine_then_resume_gives_the_uninterrupted_table(tmp_path):
     cfg = tmp_path / "slow.toml"
     cfg.write_text(SLOW)
@@ -153,6 +154,7 @@ def test_unwritable_output_folder(tmp_path):
         run_sweep(CONFIG, out=blocker / "sub", progress=False)
 
 
+@pytest.mark.slow
 def test_dask_local_cluster_equals_local_run(tmp_path):
     distributed = pytest.importorskip("distributed")
     local = run_sweep(CONFIG, out=tmp_path / "local", progress=False)

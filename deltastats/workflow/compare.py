@@ -20,6 +20,18 @@ import pandas as pd
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
+#: Multiple-testing methods (statsmodels ``multipletests``) a comparison may use.
+CORRECTIONS = (
+    "holm",
+    "fdr_bh",
+    "bonferroni",
+    "sidak",
+    "holm-sidak",
+    "simes-hochberg",
+    "hommel",
+    "fdr_by",
+)
+
 COLUMNS = [
     "layer",
     "statistic",

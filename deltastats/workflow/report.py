@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..stats.sampling import MIN_NETWORKS
 from . import plots
 from .compare import COLUMNS, summarize
 
@@ -127,10 +126,16 @@ def _figures(table: pd.DataFrame, params: list[str], meta: dict, folder: Path) -
                 figs += plots.save(fig.axes[0], folder / f"fig_{stat}")[:1]
     if {"sigma_w2", "sigma_b2"} <= set(params):
         growth = log_growth(table, params)
-        critical = _critical_line(meta, growth)
-        ax = plots.plot_phase_diagram(growth, critical=critical)
-        ax.set_title("order to chaos: growth of E[δ²] per layer")
-        figs += plots.save(ax, folder / "fig_phase_diagram")[:1]
+        # One diagram per swept activation, each with that activation's critical line.
+        if "activation" in growth.columns and growth["activation"].nunique() > 1:
+            panels = [(a, g, f"fig_phase_diagram_{a}") for a, g in growth.groupby("activation")]
+        else:
+            act = growth["activation"].iloc[0] if "activation" in growth else _activation_of(meta)
+            panels = [(act, growth, "fig_phase_diagram")]
+        for act, g, stem in panels:
+            ax = plots.plot_phase_diagram(g, critical=_critical_line(act, g))
+            ax.set_title(f"order to chaos ({act}): growth of E[δ²] per layer")
+            figs += plots.save(ax, folder / stem)[:1]
     if "width" in params and pooled["width"].nunique() > 2 and "rel_error" in pooled:
         rows = pooled[pooled["statistic"].isin(["delta_sq", "delta_var"]) & (pooled["layer"] == 1)]
         rows = rows.dropna(subset=["rel_error"]).assign(
@@ -226,19 +231,44 @@ def _qq(samples: pd.DataFrame, n: int = 200) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
-def _critical_line(meta: dict, growth: pd.DataFrame) -> pd.DataFrame | None:
-    """The theoretical critical line σ_w²(σ_b²) for the sweep's activation, if theory has it."""
+def _critical_line(activation, growth: pd.DataFrame) -> pd.DataFrame | None:
+    """The theoretical critical line σ_w²(σ_b²) of ``activation`` over the measured σ_b² range,
+    or ``None`` where theory finds no order-to-chaos transition."""
     from .. import theory
-    from .config import Experiment
 
-    base = dict(meta.get("config", {}).get("base", {}))
-    act = base.get("activation", Experiment().activation)
     sb2 = np.linspace(growth["sigma_b2"].min(), growth["sigma_b2"].max(), 25)
     try:
-        sw2 = np.asarray(theory.critical_sigma_w(np.sqrt(sb2), act)) ** 2
+        sw2 = np.asarray(theory.critical_sigma_w(np.sqrt(sb2), activation)) ** 2
     except ValueError:  # the activation has no order-to-chaos transition in the searched range
         return None
     return pd.DataFrame({"sigma_w2": sw2, "sigma_b2": sb2})
+
+
+def _activation_of(meta: dict) -> str:
+    """The activation of a run whose activation is not swept: the base config's, else the
+    default :class:`~deltastats.workflow.config.Experiment`'s."""
+    from .config import Experiment
+
+    cfg = meta.get("config", {})
+    base = cfg.get("base", cfg)
+    return base.get("activation", Experiment().activation)
+
+
+#: Readable names of the multiple-testing methods.
+_CORRECTION_NAMES = {"holm": "Holm", "fdr_bh": "Benjamini–Hochberg", "bonferroni": "Bonferroni"}
+
+
+def _analysis(meta: dict) -> dict:
+    """The analysis settings the run recorded (defaults for folders written before they were)."""
+    recorded = dict(meta.get("analysis") or {})
+    defaults = {
+        "confidence": 0.95,
+        "method": "clt",
+        "alpha": 0.01,
+        "correction": "holm",
+        "min_networks": 100,
+    }
+    return {**defaults, **recorded}
 
 
 def key_statistics(table: pd.DataFrame, params: list[str], max_points: int = 16) -> pd.DataFrame:
@@ -311,10 +341,12 @@ def write_report(folder: str | Path, *, max_rows: int = 80) -> Report:
         reasons = sorted({n for n in notes if str(n).startswith("no theory:")})
         if reasons:
             summary += " " + " ".join(r[0].upper() + r[1:] + "." for r in reasons)
-    if "n_networks" in table and len(table) and table["n_networks"].min() < MIN_NETWORKS:
+    analysis = _analysis(meta)
+    min_networks = analysis["min_networks"]
+    if "n_networks" in table and len(table) and table["n_networks"].min() < min_networks:
         summary = (
             f"Only {int(table['n_networks'].min())} networks per point: intervals for skewed "
-            f"statistics (delta_sq, delta_var, kurtosis) need about {MIN_NETWORKS} or more, so "
+            f"statistics (delta_sq, delta_var, kurtosis) need about {min_networks} or more, so "
             "treat the verdicts below as indicative. " + summary
         )
     kurt = table[(table["statistic"] == "z_kurt") & _pooled_mask(table)]
@@ -359,7 +391,9 @@ def write_report(folder: str | Path, *, max_rows: int = 80) -> Report:
     md += [_fmt(body).to_markdown(index=False) if not body.empty else "_no comparable rows_", ""]
     md += [
         "Verdicts test H₀: E = prediction with the t law of the between-network standard error; "
-        "p-values Holm-adjusted across the rows of each point (level 1%).",
+        f"p-values {_CORRECTION_NAMES.get(analysis['correction'], analysis['correction'])}"
+        f"-adjusted across the rows of each point (level {analysis['alpha']:g}); intervals: "
+        f"{analysis['method']} at {analysis['confidence']:.0%}.",
         "",
     ]
     md += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figs] + [""]

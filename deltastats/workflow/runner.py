@@ -1,4 +1,5 @@
-"""The main job: run one :class:`~deltastats.config.Experiment` and write its results folder."""
+"""The main job: run one :class:`~deltastats.workflow.config.Experiment` and write its results
+folder."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import theory
+from .. import checks, theory
 from ..engine import backprop
+from ..stats.intervals import check_method_confidence
+from ..stats.results import MIN_NETWORKS
 from ..stats.sampling import FewNetworksWarning, estimate
-from .compare import compare
+from .compare import CORRECTIONS, compare
 from .config import Experiment
 from .metadata import metadata, now, write_json_atomic
 
@@ -42,12 +45,17 @@ def analyse(
     progress: bool = False,
     confidence: float = 0.95,
     alpha: float = 0.01,
+    method: str = "clt",
+    correction: str = "holm",
 ) -> pd.DataFrame:
     """Monte Carlo estimates of one experiment beside theory: the unit of work of a sweep point.
 
-    Runs :func:`deltastats.estimate` (intervals from the spread between networks), predicts
-    with :func:`deltastats.theory.predict` where theory covers the setting, and joins them with
-    :func:`deltastats.compare` (Holm-adjusted verdicts at level ``alpha`` across the rows).
+    Runs :func:`deltastats.estimate` (intervals from the spread between networks, ``method``
+    at level ``confidence``), predicts with :func:`deltastats.theory.predict` where theory
+    covers the setting (theory says what it leaves out: :class:`~deltastats.theory.
+    TheoryNotCovered` for the whole setting, :func:`deltastats.theory.not_covered` for single
+    statistics), and joins them with :func:`deltastats.compare` (verdicts at level ``alpha``
+    with the multiple-testing ``correction`` across the rows).
 
     Returns
     -------
@@ -71,6 +79,7 @@ def analyse(
             seed=exp.seed,
             chunk=exp.chunk,
             confidence=confidence,
+            method=method,
             weight_decay=exp.weight_decay,
             dtype=exp.np_dtype,
             progress=progress,
@@ -78,24 +87,48 @@ def analyse(
     table = est.per_layer()
     table.insert(1, "layer_width", [net.widths[l] for l in table["layer"]])
     table["n_overflow"] = est.n_overflow
+    setting = dict(
+        inputs=exp.input_law(),
+        targets=exp.target_law(),
+        loss=exp.loss,
+        batch=exp.batch,
+        weight_decay=exp.weight_decay,
+    )
     try:
-        pred = theory.predict(
-            net, inputs=exp.input_law(), targets=exp.target_law(), loss=exp.loss, batch=exp.batch
-        )
-    except ValueError as err:
+        pred = theory.predict(net, **setting)
+        skipped = theory.not_covered(net, **setting)
+    except theory.TheoryNotCovered as err:
         table["assumption"] = f"no theory: {err}"
         return table
-    if exp.weight_decay or exp.batch > 1:
-        # theory's grad_w_sq has no λW term (E⟨∂L/∂W, W⟩ ≠ 0 in general), and for the mean
-        # over B > 1 inputs its cross-sample term is mean-field only: the finite-width part
-        # Cov(δ_a·δ_b, h_a·h_b) is not modelled and is large unless B ≪ n (it compounds with
-        # depth). Only the per-sample gradient (B = 1, λ = 0) is compared.
-        pred = pred[pred["statistic"] != "grad_w_sq"]
-    comp = compare(est, pred, alpha=alpha)
+    pred = pred[~pred["statistic"].isin(list(skipped))]
+    comp = compare(est, pred, alpha=alpha, correction=correction)
     extra = ["prediction", "assumption", "rel_error", "z_score", "p_value", "p_adjusted"]
     return table.merge(
         comp[["layer", "statistic", *extra, "verdict"]], on=["layer", "statistic"], how="left"
     )
+
+
+def analysis_settings(
+    confidence: float = 0.95, method: str = "clt", alpha: float = 0.01, correction: str = "holm"
+) -> dict:
+    """The analysis settings a results folder records (``metadata.json`` → ``analysis``), checked.
+
+    >>> analysis_settings()["alpha"]
+    0.01
+    """
+    check_method_confidence(method, confidence)
+    checks.probability("alpha", alpha)
+    if correction not in CORRECTIONS:
+        raise ValueError(
+            f"unknown correction {correction!r}; valid methods are: {', '.join(CORRECTIONS)}"
+        )
+    return {
+        "confidence": float(confidence),
+        "method": method,
+        "alpha": float(alpha),
+        "correction": correction,
+        "min_networks": MIN_NETWORKS,
+    }
 
 
 def gaussianity_samples(
@@ -142,6 +175,9 @@ def run_experiment(
     *,
     progress: bool = True,
     confidence: float = 0.95,
+    method: str = "clt",
+    alpha: float = 0.01,
+    correction: str = "holm",
 ) -> RunResult:
     """Run an experiment and write ``<out_dir>/<name>/``: per-layer table (CSV), theory beside
     Monte Carlo, Gaussianity samples, ``metadata.json`` and the report (md, html, figures).
@@ -155,7 +191,13 @@ def run_experiment(
     progress : bool
         Show a progress bar.
     confidence : float
-        Level of the t-intervals across networks.
+        Level of the intervals across networks.
+    method : {"clt", "jackknife", "bootstrap"}
+        Interval method.
+    alpha, correction
+        Level and multiple-testing method of the verdicts (:func:`deltastats.compare`).
+
+    All four are recorded in ``metadata.json`` under ``analysis``, where the report reads them.
 
     Returns
     -------
@@ -163,7 +205,15 @@ def run_experiment(
     """
     exp = Experiment() if exp is None else exp
     started = now()
-    table = analyse(exp, progress=progress, confidence=confidence)
+    settings = analysis_settings(confidence, method, alpha, correction)
+    table = analyse(
+        exp,
+        progress=progress,
+        confidence=confidence,
+        method=method,
+        alpha=alpha,
+        correction=correction,
+    )
     files: list[Path] = []
     folder = None
     if out_dir is not None:
@@ -178,7 +228,12 @@ def run_experiment(
             samples.to_parquet(folder / "samples.parquet", index=False)
             files.append(folder / "samples.parquet")
         meta = metadata(
-            exp.to_dict(), name=exp.name, seed=exp.seed, started=started, finished=now()
+            exp.to_dict(),
+            name=exp.name,
+            seed=exp.seed,
+            analysis=settings,
+            started=started,
+            finished=now(),
         )
         files += [csv, write_json_atomic(folder / "metadata.json", meta)]
         rep = write_report(folder)

@@ -334,7 +334,7 @@ def run_sweep(
     """
     from tqdm.auto import tqdm
 
-    from .runner import analyse
+    from .runner import analyse, analysis_settings
 
     sweep = config if isinstance(config, Sweep) else load_sweep(config, quick=quick)
     if jobs is None:
@@ -424,6 +424,7 @@ def run_sweep(
             workers=workers if scheduler is None and todo else None,
             threads_per_worker=blas if todo else None,
             quick=quick,
+            analysis=analysis_settings() if point_fn is None else None,
             started=started,
             finished=now(),
             failed=failed,
