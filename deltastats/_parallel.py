@@ -53,8 +53,8 @@ def single_threaded_blas():
 
 @lru_cache(maxsize=1)
 def _cpu_quota() -> int:
-    """CPUs joblib counts for this process, cgroup quota included. It reads files (~80 µs),
-    and every backprop and parameter draw asks, so it is read once per process."""
+    """CPUs joblib counts for this process, cgroup quota included. It reads files, and every
+    backprop and parameter draw asks, so it is read once per process."""
     from joblib import cpu_count
 
     return cpu_count()

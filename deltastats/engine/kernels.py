@@ -1,10 +1,10 @@
 """Compiled element-wise kernels (numba) for the engine's tanh layers.
 
 numpy's float64 ``tanh`` calls the C library once per element unless the CPU has AVX-512
-(measured 15–19 ns per element on an AVX2 machine, more than the matmuls of a width-128
-layer), and every separate ufunc pass (bias, φ', overflow check, product) streams the
-layer through memory again. The kernels here do a layer's element-wise work in one pass, with
-a tanh the compiler can vectorize:
+(without it, the tanh of a width-128 layer costs more than its matmuls; the benchmarks in
+``experiments/benchmarks`` measure it), and every separate ufunc pass (bias, φ', overflow
+check, product) streams the layer through memory again. The kernels here do a layer's
+element-wise work in one pass, with a tanh the compiler can vectorize:
 
     tanh x = sign(x) · u / (u + 2),   u = e^{2|x|} − 1                                   (T1)
     e^y − 1 = 2^k (e^r − 1) + (2^k − 1),   k = round(y / ln 2),   r = y − k ln 2          (T2)
@@ -197,8 +197,7 @@ def _tanh_layer(z, bias, h, dphi, bad, store_z, one, inf):
     c, B, n = z.shape
     for m in range(c):
         # An integer OR-reduction vectorizes (a float one would need fastmath) and cannot
-        # overflow; int32, not numba's default int64, so float32 loops run 8 lanes wide
-        # (measured 3.3 vs 1.7 ns per element).
+        # overflow; int32, not numba's default int64, so float32 loops run 8 lanes wide.
         count = np.int32(0)
         for b in range(B):
             for j in range(n):

@@ -169,7 +169,7 @@ def backprop(
     is computed by the same sequence of per-network BLAS calls (numpy's stacked ``matmul``
     calls GEMM once per stack entry) and element-wise ufuncs that act on each element alone,
     and BLAS always runs single-threaded here, so no arithmetic depends on how the networks
-    are split. ``tests/test_engine_parallel.py`` checks it.
+    are split; the tests check it.
     """
     lossf = get_loss(loss)
     if not isinstance(params, Params):
@@ -320,8 +320,8 @@ def backprop(
 
 #: Target size (elements of the widest layer, c·B·n) of one task's layer arrays: large
 #: enough that the per-call overhead of Python, numpy and numba (a few µs) is small, small
-#: enough that a chunk's activations stay in the core's cache between the calls of a layer.
-#: Measured best on 2 cores at B = 64: 8 networks at width 128, 2 at width 512, 32 at width 32.
+#: enough that a chunk's activations stay in the core's cache between the calls of a layer
+#: (at B = 64: 8 networks at width 128, 2 at width 512, 32 at width 32).
 _TASK_ELEMENTS = 65_536
 #: OpenBLAS's small-matrix kernel bound (m·n·k) on AVX-512 CPUs.
 _SMALL_GEMM = 1_000_000
@@ -397,7 +397,7 @@ def _run_chunk_inner(ctx: _Context, s: slice) -> None:
 
     # Forward (1). φ'⁽ˡ⁾ is computed as soon as h⁽ˡ⁾ exists (while it is in cache) and parked
     # in the δ⁽ˡ⁾ output, which the backward pass then multiplies in place by Wᵀδ: z⁽ˡ⁾ and
-    # h⁽ˡ⁾ are no longer needed after layer l+1, so unless kept they live in reused buffers.
+    # h⁽ˡ⁾ are not needed after layer l+1, so unless kept they live in reused buffers.
     h = x
     for l in range(L):
         act = ctx.acts[l]
@@ -474,9 +474,9 @@ def _row_blocks(B: int, n_out: int, n_in: int) -> int:
     """Row blocks for a ``(B, n_in) @ (n_in, n_out)`` GEMM: 2 when that brings it to ≤ 10⁶ m·n·k.
 
     OpenBLAS's AVX-512 builds compute GEMMs with m·n·k ≤ 10⁶ by a small-matrix kernel
-    without packing, measured ~20% faster for 64 × 128 × 128 (B = 64, width 128) when split
-    into two 32-row halves; its AVX2 (Haswell/Zen) kernels have no such path and the split
-    is ~10% slower there, so it is used only with an AVX-512 kernel. The choice depends only on
+    without packing, so a 64 × 128 × 128 product (B = 64, width 128) is faster as two 32-row
+    halves; its AVX2 (Haswell/Zen) kernels have no such path and the split only adds calls
+    there, so it is used only with an AVX-512 kernel. The choice depends only on
     the layer shapes, B and the BLAS build, never on how the networks are split, so it cannot
     make results depend on threads or chunks.
     """

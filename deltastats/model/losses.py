@@ -1,9 +1,9 @@
 """Per-sample losses L(g, y) and their gradients ∂L/∂g.
 
-* ``"mse"``: L = ½‖g − y‖², the seeds' loss (the ½ cancels the 2 of the derivative),
-  ∂L/∂g = g − y.
+* ``"mse"``: L = ½‖g − y‖², the textbook squared error (the ½ cancels the 2 of the
+  derivative), ∂L/∂g = g − y.
 * ``"sum_squares"``: L = ‖g − y‖², the same loss without the ½ (∂L/∂g = 2(g − y)), to show
-  what the ½ of the second seed document changes: δ doubles, E[δ²] is four times larger.
+  what the ½ changes: δ doubles, E[δ²] is four times larger.
 * ``"cross_entropy"``: softmax cross-entropy on the network output g (with the default linear
   output activation, g is the output pre-activation z⁽ᴸ⁾): L = logsumexp(g) − Σ_k y_k g_k,
   ∂L/∂g = softmax(g)·Σ_k y_k − y (= softmax(g) − y for one-hot or probability targets).

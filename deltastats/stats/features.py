@@ -118,8 +118,8 @@ def _add_powers(acc, row, x, shifts, shift):
     """acc[row + k − 1, j] += (x_j − c_j)ᵏ, k = 1 … 4, with c_j = shifts[j] + shift.
 
     A loop that writes only these four rows has few enough possible overlaps for the compiler
-    to check them at run time and vectorize over j; one loop updating all seventeen sums stayed
-    scalar (the whole feature pass: 8.9 → 4.5 ns per element of δ and z)."""
+    to check them at run time and vectorize over j; one loop updating all seventeen sums stays
+    scalar."""
     for j in range(x.size):
         y = (np.float64(x[j]) - shifts[j]) - shift
         y2 = y * y

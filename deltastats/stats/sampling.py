@@ -417,7 +417,7 @@ def stein_check(
     * ``stein_uv_delta_mean``/``stein_uv_gap``: the univariate form with the exact per-network
       μ_j = b_j and σ_j² = Σ_jj; biased by Σ_{k≠j} Σ_jk E[δ_k]/Σ_jj whenever units are
       correlated (μ_w ≠ 0 makes rows of W correlated);
-    * ``stein_delta_mean``/``stein_gap``: the seed document's form Cov(L, z_j)/Var(z_j) with
+    * ``stein_delta_mean``/``stein_gap``: the integration-by-parts form Cov(L, z_j)/Var(z_j) with
       the unconditional mean and variance of z_j (approximate: z_j is not Gaussian across
       networks, and the units are correlated).
 
