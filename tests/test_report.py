@@ -178,3 +178,53 @@ def test_phase_diagram_per_swept_activation_with_its_own_critical_line(tmp_path)
     assert not _critical_line("erf", growth)["sigma_w2"].equals(
         _critical_line("tanh", growth)["sigma_w2"]
     )
+
+
+def test_excluded_networks_never_give_a_disagreement(tmp_path, capsys):
+    """A chaotic float32 net overflows in some networks: every row says how many were excluded,
+    none says "disagrees", and the report and the CLI table state it."""
+    from deltastats.config import Experiment
+    from deltastats.runner import print_table, run_experiment
+
+    exp = Experiment.from_dict(
+        dict(
+            name="overflowing",
+            activation="relu",
+            depth=80,
+            width=8,
+            sigma_w=3.0,
+            n_networks=30,
+            batch=2,
+            dtype="float32",
+        )
+    )
+    with pytest.warns(Warning):
+        res = run_experiment(exp, tmp_path, progress=False)
+    t = res.table
+    k = int(t["n_overflow"].max())
+    assert 0 < k < 30
+    judged = t["verdict"].dropna()
+    assert not judged.empty and not (judged == "disagrees").any()
+    assert (judged == f"undefined ({k} of 30 networks excluded)").all()
+    md = (res.out_dir / "report.md").read_text()
+    assert f"{k} of 30" in md and "biased sample" in md
+    print_table(t)
+    assert f"{k} of 30 networks excluded" in capsys.readouterr().out
+
+
+def test_compare_marks_rows_of_excluded_networks_undefined():
+    est = pd.DataFrame(
+        dict(
+            layer=[1, 2],
+            statistic="delta_sq",
+            estimate=[1.0, 5.0],
+            std_error=0.1,
+            n_networks=62,
+            n_overflow=38,
+        )
+    )
+    pred = pd.DataFrame(dict(layer=[1, 2], statistic="delta_sq", prediction=[1.0, 1.0]))
+    out = compare(est, pred)
+    assert (out["verdict"] == "undefined (38 of 100 networks excluded)").all()
+    assert out["p_adjusted"].isna().all()
+    assert "2 rows have no verdict" in summarize(out) and "0 of 0 rows" in summarize(out)

@@ -83,12 +83,18 @@ def compare(
     DataFrame
         Columns :data:`COLUMNS` (plus any extra key columns): ``rel_error`` =
         estimate/prediction − 1, ``z_score``, ``p_value``, ``p_adjusted``, ``verdict`` ∈
-        {``"agrees"``, ``"disagrees"``, ``"undefined"``}. Rows whose prediction is missing or
-        not finite are dropped (theory does not cover every statistic); rows with zero
-        standard error are tested exactly (agree only if equal).
+        {``"agrees"``, ``"disagrees"``, ``"undefined"``, ``"undefined (k of M networks
+        excluded)"``}: a row whose estimate excluded overflowed networks (``n_overflow`` > 0 in
+        the estimates) gets no verdict, since the surviving networks are a biased sample.
+        Rows whose prediction is missing or not finite are dropped (theory does not cover
+        every statistic); rows with zero standard error are tested exactly (agree only if
+        equal).
     """
     if hasattr(estimates, "per_layer"):
+        n_overflow = int(getattr(estimates, "n_overflow", 0) or 0)
         estimates = estimates.per_layer()
+        if n_overflow:
+            estimates = estimates.assign(n_overflow=n_overflow)
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     if rel_tol < 0 or not np.isfinite(rel_tol):
@@ -123,12 +129,20 @@ def compare(
         scale = np.maximum(np.abs(df["estimate"].to_numpy(dtype=float)), se)
         rel = np.where(np.abs(pred_) > 1e-9 * scale, df["estimate"] / pred_ - 1, np.nan)
     dof = (df["n_networks"].to_numpy() - 1) if "n_networks" in df else np.full(len(df), np.inf)
+    # Networks excluded for overflow leave a survivor-biased sample (the largest δ are the ones
+    # dropped): such rows cannot confirm or refute theory, whatever their p-value.
+    excluded = (
+        np.nan_to_num(df["n_overflow"].to_numpy(dtype=float), nan=0.0).astype(np.int64)
+        if "n_overflow" in df
+        else np.zeros(len(df), dtype=np.int64)
+    )
     # An estimate that is not finite (e.g. log‖δ‖² = −inf where a ReLU layer died) or has no
     # standard error cannot be tested: it is "undefined", kept out of the multiple-testing family.
     valid = (
         np.isfinite(df["estimate"].to_numpy(dtype=float))
         & np.isfinite(se)
         & np.isfinite(df["prediction"].to_numpy(dtype=float))
+        & (excluded == 0)
     )
     p = np.full(len(df), np.nan)
     p_adj = np.full(len(df), np.nan)
@@ -140,7 +154,12 @@ def compare(
     df["p_value"] = p
     df["p_adjusted"] = p_adj
     ok = (p_adj > alpha) | (np.abs(np.nan_to_num(rel, nan=np.inf)) <= rel_tol)
-    df["verdict"] = np.where(valid, np.where(ok, "agrees", "disagrees"), "undefined")
+    verdict = np.where(valid, np.where(ok, "agrees", "disagrees"), "undefined").astype(object)
+    if "n_networks" in df:
+        total = df["n_networks"].to_numpy() + excluded
+        for i in np.flatnonzero(excluded > 0):
+            verdict[i] = f"undefined ({excluded[i]} of {total[i]} networks excluded)"
+    df["verdict"] = verdict.astype(str)
     for c in ("ci_low", "ci_high"):
         if c not in df:
             df[c] = np.nan
@@ -151,9 +170,18 @@ def compare(
 
 def summarize(table: pd.DataFrame) -> str:
     """One-paragraph plain-language summary of a :func:`compare` table."""
-    undefined = int((table["verdict"] == "undefined").sum())
-    n, agree = len(table) - undefined, int((table["verdict"] == "agrees").sum())
+    verdicts = table["verdict"].astype(str)
+    excluded = verdicts.str.startswith("undefined (")
+    undefined = int((verdicts == "undefined").sum())
+    n_excluded = int(excluded.sum())
+    n, agree = len(table) - undefined - n_excluded, int((verdicts == "agrees").sum())
     text = f"Theory agrees with Monte Carlo in {agree} of {n} rows."
+    if n_excluded:
+        why = sorted(set(verdicts[excluded].str.slice(len("undefined ("), -1)))
+        text += (
+            f" {n_excluded} rows have no verdict because networks overflowed and were excluded "
+            f"({'; '.join(why)}): the survivors are a biased sample."
+        )
     if undefined:
         text += (
             f" {undefined} rows are undefined (estimate or prediction not finite, e.g. dead ReLU"

@@ -271,6 +271,39 @@ def _analysis(meta: dict) -> dict:
     return {**defaults, **recorded}
 
 
+def excluded_networks(table: pd.DataFrame, params: list[str]) -> pd.DataFrame:
+    """Per point with excluded networks: ``params…, excluded, networks`` (excluded of drawn).
+
+    Networks whose trace overflowed (inf/NaN in z, δ or the loss) are left out of every
+    statistic; the report says so wherever a reader looks, since the survivors are biased.
+    """
+    if "n_overflow" not in table.columns:
+        return pd.DataFrame()
+    rows = table[_pooled_mask(table) & (table["n_overflow"].fillna(0) > 0)]
+    if rows.empty:
+        return pd.DataFrame()
+    out = (rows.groupby(params, sort=True) if params else rows.groupby(lambda _: 0)).agg(
+        excluded=("n_overflow", "max"), used=("n_networks", "max")
+    )
+    out["networks"] = out["excluded"] + out["used"]
+    return out.drop(columns="used").reset_index(drop=not params)
+
+
+def exclusions_text(exclusions: pd.DataFrame) -> str:
+    """One sentence per results folder: how many networks were excluded where, and why."""
+    parts = []
+    for _, r in exclusions.iterrows():
+        where = ", ".join(f"{k} = {v}" for k, v in r.items() if k not in ("excluded", "networks"))
+        parts.append(
+            f"{int(r['excluded'])} of {int(r['networks'])}" + (f" at {where}" if where else "")
+        )
+    return (
+        "Networks excluded for numerical overflow (inf/NaN in z, δ or the loss): "
+        + "; ".join(parts)
+        + ". Their rows carry no verdict: the surviving networks are a biased sample."
+    )
+
+
 def key_statistics(table: pd.DataFrame, params: list[str], max_points: int = 16) -> pd.DataFrame:
     """Per point: E[δ²] and E‖∂J/∂W‖² at the first and last layer, as "estimate ± se" text.
 
@@ -341,6 +374,9 @@ def write_report(folder: str | Path, *, max_rows: int = 80) -> Report:
         reasons = sorted({n for n in notes if str(n).startswith("no theory:")})
         if reasons:
             summary += " " + " ".join(r[0].upper() + r[1:] + "." for r in reasons)
+    exclusions = excluded_networks(table, params)
+    if not exclusions.empty:
+        summary = exclusions_text(exclusions) + " " + summary
     analysis = _analysis(meta)
     min_networks = analysis["min_networks"]
     if "n_networks" in table and len(table) and table["n_networks"].min() < min_networks:

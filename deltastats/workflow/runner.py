@@ -257,3 +257,10 @@ def print_table(table: pd.DataFrame, statistics=("delta_mean", "delta_sq", "z_ku
         rows.append(row)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(pd.DataFrame(rows).to_string(index=False))
+    if "n_overflow" in table.columns and table["n_overflow"].max() > 0:
+        k = int(table["n_overflow"].max())
+        m = int(table["n_networks"].max()) + k
+        print(
+            f"\n{k} of {m} networks excluded for numerical overflow (inf/NaN in z, δ or the "
+            "loss): the verdicts above are undefined, the survivors are a biased sample"
+        )
