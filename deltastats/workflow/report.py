@@ -22,6 +22,7 @@ import pandas as pd
 
 from . import plots
 from .compare import COLUMNS, summarize
+from .latex import latex_table
 
 #: Columns of a results table that are not sweep parameters.
 TABLE_COLUMNS = {
@@ -331,6 +332,12 @@ def key_statistics(table: pd.DataFrame, params: list[str], max_points: int = 16)
 
 def _fmt(df: pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
+    if {"prediction", "std_error"} <= set(out.columns):
+        # A prediction that is zero by symmetry comes out of quadrature as rounding noise
+        # (e.g. −1.9e−21); below 10⁻⁹ of the row's standard error it is shown as the 0 it is.
+        pred = out["prediction"].astype(float)
+        noise = pred.abs() <= 1e-9 * out["std_error"].astype(float).abs()
+        out["prediction"] = pred.where(~noise, 0.0)
     for c in out.columns:
         if c == "rel_error":
             out[c] = out[c].map(lambda v: "" if pd.isna(v) else f"{v:+.2%}")
@@ -410,7 +417,7 @@ def write_report(folder: str | Path, *, max_rows: int = 80) -> Report:
         # The table shown in the report, for papers; the full rows stay in the results table.
         body.to_csv(folder / "comparison.csv", index=False)
         (folder / "comparison.tex").write_text(
-            _fmt(body).to_latex(index=False, escape=True, caption=summary[:200])
+            latex_table(_fmt(body), caption=summary, label=f"tab:deltastats-{folder.name}")
         )
         tables += [folder / "comparison.csv", folder / "comparison.tex"]
     cfg = meta.get("config", {})
