@@ -332,12 +332,6 @@ def key_statistics(table: pd.DataFrame, params: list[str], max_points: int = 16)
 
 def _fmt(df: pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
-    if {"prediction", "std_error"} <= set(out.columns):
-        # A prediction that is zero by symmetry comes out of quadrature as rounding noise
-        # (e.g. −1.9e−21); below 10⁻⁹ of the row's standard error it is shown as the 0 it is.
-        pred = out["prediction"].astype(float)
-        noise = pred.abs() <= 1e-9 * out["std_error"].astype(float).abs()
-        out["prediction"] = pred.where(~noise, 0.0)
     for c in out.columns:
         if c == "rel_error":
             out[c] = out[c].map(lambda v: "" if pd.isna(v) else f"{v:+.2%}")
@@ -349,7 +343,13 @@ def _fmt(df: pd.DataFrame) -> pd.DataFrame:
 def _comparison_rows(table: pd.DataFrame) -> pd.DataFrame:
     if "verdict" not in table.columns:
         return table.iloc[0:0]
-    return table[_pooled_mask(table) & table["verdict"].notna()]
+    comp = table[_pooled_mask(table) & table["verdict"].notna()].copy()
+    # A prediction that is zero by symmetry comes out of quadrature as rounding noise (e.g.
+    # −1.9e−21); below 10⁻⁹ of the row's standard error it is shown as the 0 it is.
+    pred = comp["prediction"].astype(float)
+    noise = pred.abs() <= 1e-9 * comp["std_error"].astype(float).abs()
+    comp["prediction"] = pred.where(~noise, 0.0)
+    return comp
 
 
 def write_report(folder: str | Path, *, max_rows: int = 80) -> Report:
