@@ -21,6 +21,7 @@ from .accumulators import (
     merge,
 )
 from .allocation import MAX_INPUTS_PER_NETWORK, suggest_allocation
+from .arrays import ArrayAccumulator, ArrayLayout, estimate_arrays
 from .design import Design
 from .features import FeatureKey
 from .intervals import METHODS, summarize
@@ -36,6 +37,8 @@ __all__ = [
     "METHODS",
     "MIN_NETWORKS",
     "STATISTICS",
+    "ArrayAccumulator",
+    "ArrayLayout",
     "BackpropAccumulator",
     "Design",
     "EstimateResult",
@@ -46,6 +49,7 @@ __all__ = [
     "MomentSummary",
     "StoppingRule",
     "estimate",
+    "estimate_arrays",
     "merge",
     "stein_check",
     "stream",

@@ -352,13 +352,20 @@ def _drain(generator) -> Estimates:
     return deque(generator, maxlen=1)[0]
 
 
-def _final_warnings(est: Estimates) -> None:
+def _final_warnings(
+    est: Estimates,
+    *,
+    what: str = "numerical overflow (inf/NaN)",
+    advice: str = " (reduce sigma_w or depth, or use float64)",
+) -> None:
+    """The warnings every estimate ends with: excluded networks (``what`` they had, and the
+    ``advice``), dead layers, rows without a standard error, too few networks."""
     if est.n_overflow:
         warnings.warn(
-            f"numerical overflow (inf/NaN) in {est.n_overflow} of "
+            f"{what} in {est.n_overflow} of "
             f"{est.n_overflow + est.n_networks} networks (first layer → count: "
             f"{est.overflow_layers}); they are excluded from every statistic and counted in "
-            "Estimates.n_overflow (reduce sigma_w or depth, or use float64)",
+            f"Estimates.n_overflow{advice}",
             NumericalOverflowWarning,
             stacklevel=3,
         )
