@@ -75,7 +75,8 @@ def stream(
         Input law (default ``inputs.gaussian(1.0)``). Every network gets its own independent
         batch of B inputs (shared inputs would make the networks dependent samples).
     targets : TargetLaw, optional
-        Target law (default ``targets.zeros()``).
+        Target law (default ``targets.zeros()``; for labelled inputs
+        ``inputs.from_arrays(X, Y)``, each row's own label, ``targets.paired(inputs)``).
     loss : str
         ``"mse"`` or ``"cross_entropy"``.
     n_networks : int
