@@ -12,6 +12,9 @@ The package is the pipeline, one subpackage per stage:
 - :mod:`deltastats.workflow` — configs, runs, sweeps, comparison with verdicts, figures and
   reports.
 
+Optional: :mod:`deltastats.torch` (the extra ``torch``) estimates δ of any PyTorch model
+through :func:`deltastats.estimate_arrays`; it is not imported here.
+
 The most used names are re-exported here (``ds.MLP``, ``ds.backprop``, ``ds.estimate``, …).
 """
 

@@ -6,8 +6,10 @@ Data flow: a trace (or a researcher's own arrays) → per-network features
 (:mod:`~deltastats.stats.accumulators`) → statistics θ = f(F̄)
 (:mod:`~deltastats.stats.statistics`) with intervals (:mod:`~deltastats.stats.intervals`) →
 :class:`~deltastats.stats.results.Estimates`. :mod:`~deltastats.stats.sampling` drives it
-from a :class:`~deltastats.stats.design.Design`; :mod:`~deltastats.stats.allocation` advises
-how many networks and inputs to draw.
+from a :class:`~deltastats.stats.design.Design`; :mod:`~deltastats.stats.arrays`
+(:func:`estimate_arrays`, :class:`ArrayAccumulator`) takes a researcher's own arrays of δ (any
+model, any framework) through the same features and statistics;
+:mod:`~deltastats.stats.allocation` advises how many networks and inputs to draw.
 """
 
 from __future__ import annotations
