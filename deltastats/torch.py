@@ -144,7 +144,9 @@ def trace(model, x, y, loss_fn: Callable, *, modules: Sequence[str]) -> TorchTra
                     f"modules: {name!r} is called more than once in one forward pass (a shared "
                     "module); hook one call site"
                 )
-            z_out[name] = output
+            # A copy: an in-place op after the module (ReLU(inplace=True)) would overwrite
+            # the output; the tensor hook still receives the gradient of the value seen here.
+            z_out[name] = output.detach().clone()
             if output.requires_grad:
                 output.register_hook(lambda g: d_out.__setitem__(name, g))
 

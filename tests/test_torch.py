@@ -49,6 +49,23 @@ def test_fixed_weights_give_the_engines_delta_to_1e_12():
     assert np.abs(ref.delta[0]).max() > 1e-3  # not a vacuous comparison
 
 
+def test_in_place_ops_after_a_module_do_not_change_its_z_or_delta():
+    def model(inplace):
+        torch.manual_seed(0)
+        return torch.nn.Sequential(
+            torch.nn.Linear(3, 4, dtype=torch.float64),
+            torch.nn.ReLU(inplace=inplace),
+            torch.nn.Linear(4, 1, dtype=torch.float64),
+        )
+
+    x, y = torch.randn(6, 3, dtype=torch.float64), torch.zeros(6, 1, dtype=torch.float64)
+    a = dst.trace(model(False), x, y, _mse, modules=["0"])
+    b = dst.trace(model(True), x, y, _mse, modules=["0"])
+    np.testing.assert_array_equal(a.z["0"], b.z["0"])
+    np.testing.assert_array_equal(a.delta["0"], b.delta["0"])
+    assert (a.z["0"] < 0).any()  # ReLU(inplace=True) would have clipped these
+
+
 def _law_model(seed, widths=(5, 8, 8, 1), sigma_w=1.4, sigma_b=0.3):
     """A torch MLP drawn from ds.MLP's law: W ~ N(0, σ_w²/n_in), b ~ N(0, σ_b²)."""
     g = torch.Generator().manual_seed(seed)

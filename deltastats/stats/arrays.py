@@ -488,8 +488,6 @@ class ArrayAccumulator(SummarySource):
         return self
 
     def _feed(self, arr: _Arrays) -> None:
-        if self.layout is None:
-            self.layout = arr.layout
         if self.shifts is None:
             self.shifts = self._shifts_of(arr)
         elif not self._shifts_fit(self.shifts, arr.layout):
@@ -497,6 +495,8 @@ class ArrayAccumulator(SummarySource):
                 "shifts do not fit these arrays (other layers, widths or pieces); pass the "
                 "shifts of an accumulator fed the same kind of arrays"
             )
+        if self.layout is None:
+            self.layout = arr.layout
         feats = self._features(arr)
         M = arr.M
         # First layer (1 … L) with a non-finite value or power sum; 0 when only the loss is
