@@ -76,6 +76,18 @@ def test_mapping_names_become_a_name_column():
         est.result("delta_sq", "hidden9")
 
 
+def test_compare_joins_named_estimates_with_predictions():
+    rng = np.random.default_rng(11)
+    x = {"a": _random_effects(rng, 150, 6, 3), "b": 2.0 + _random_effects(rng, 150, 6, 2)}
+    est = ds.estimate_arrays(x)
+    pred = pd.DataFrame(
+        {"layer": [1, 2], "statistic": "delta_mean", "prediction": [0.3, 1.0], "assumption": "x"}
+    )
+    comp = ds.compare(est, pred)
+    assert comp["verdict"].tolist() == ["agrees", "disagrees"]  # E x = 0.3 and 2.3
+    assert comp["name"].tolist() == ["a", "b"]
+
+
 # -- independent references ---------------------------------------------------------------------
 def _random_effects(rng, M, B, n, mu=0.3, tau=0.8, unit=0.5, df=5):
     """x_mbj = μ + a_m + c_mj + e_mbj: network effect a_m ~ N(0, τ²), unit-within-network
@@ -326,7 +338,7 @@ def test_bad_input_gives_one_line_errors_naming_the_argument():
         (dict(delta=[d, d[:3]]), r"delta\[1\] has \(M, B\) = \(3, 3\)"),
         (dict(delta=[d[0]]), r"delta\[0\] must have shape \(M, B, n_l\)"),
         (dict(delta=[d.astype(int)]), r"delta\[0\] must be a float16, float32 or float64"),
-        (dict(delta=[[[[1.0], [2.0, 3.0]]]]), r"delta\[0\] is not a rectangular array"),
+        (dict(delta=[[[[1.0], [2.0, 3.0]]]]), r"delta\[0\] cannot be read as a rectangular array"),
         (dict(delta={"a": d}, z={"b": d}), r"z must have the layers of delta"),
         (dict(delta=[d], z=[d[:, :2]]), r"z\[0\] has shape \(4, 2, 2\)"),
         (dict(delta={"a": d}, z=[d]), r"z is a sequence but delta is a mapping"),

@@ -134,9 +134,9 @@ def _float_array(name: str, value) -> np.ndarray:
         raise ValueError(f"{name} is None; give an array")
     try:
         a = np.asarray(value)
-    except (ValueError, TypeError) as err:  # ragged nested lists
-        first = str(err).splitlines()[0]
-        raise ValueError(f"{name} is not a rectangular array ({first})") from None
+    except (ValueError, TypeError, RuntimeError) as err:  # ragged lists, tensors with grad
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"{name} cannot be read as a rectangular array ({first})") from None
     if a.dtype not in FLOAT_DTYPES:
         raise ValueError(
             f"{name} must be a float16, float32 or float64 array, got dtype {a.dtype}"
