@@ -12,6 +12,9 @@ The package is the pipeline, one subpackage per stage:
 - :mod:`deltastats.workflow` — configs, runs, sweeps, comparison with verdicts, figures and
   reports.
 
+Optional: :mod:`deltastats.torch` (the extra ``torch``) estimates δ of any PyTorch model
+through :func:`deltastats.estimate_arrays`; it is not imported here.
+
 The most used names are available here (``ds.MLP``, ``ds.backprop``, ``ds.estimate``, …). They
 are imported on first use, so ``import deltastats.theory`` loads neither the engine nor the
 compiled kernels.
@@ -71,6 +74,8 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "MomentSummary": ("deltastats.stats.accumulators", "MomentSummary"),
     "merge": ("deltastats.stats.accumulators", "merge"),
     "Design": ("deltastats.stats.design", "Design"),
+    "ArrayAccumulator": ("deltastats.stats.arrays", "ArrayAccumulator"),
+    "estimate_arrays": ("deltastats.stats.arrays", "estimate_arrays"),
     "estimate": ("deltastats.stats.sampling", "estimate"),
     "stein_check": ("deltastats.stats.sampling", "stein_check"),
     "stream": ("deltastats.stats.sampling", "stream"),
@@ -114,6 +119,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the names
         merge,
     )
     from .stats.allocation import suggest_allocation  # noqa: F401
+    from .stats.arrays import ArrayAccumulator, estimate_arrays  # noqa: F401
     from .stats.design import Design  # noqa: F401
     from .stats.intervals import METHODS, summarize  # noqa: F401
     from .stats.results import (  # noqa: F401

@@ -157,3 +157,13 @@ def test_public_signatures_have_no_private_parameters():
     for fn in (deltastats.stream, deltastats.estimate, deltastats.stein_check):
         private = [p for p in inspect.signature(fn).parameters if p.startswith("_")]
         assert private == [], f"{fn.__name__} exposes {private}"
+
+
+def test_ds_compare_is_callable_after_the_old_module_path_was_imported():
+    import pandas as pd
+
+    import deltastats.compare  # noqa: F401  (binds the package attribute to the module)
+
+    est = pd.DataFrame(dict(layer=[1], statistic="delta_sq", estimate=1.0, std_error=0.1))
+    pred = pd.DataFrame(dict(layer=[1], statistic="delta_sq", prediction=1.0))
+    assert deltastats.compare(est, pred)["verdict"].tolist() == ["agrees"]

@@ -6,7 +6,8 @@ the same sharing as the inputs: one shared stream for shared inputs, network m's
 for per-network inputs (:mod:`deltastats.seeding`).
 
 Laws: :func:`zeros`, :func:`constant`, :func:`gaussian`, :func:`teacher` (a fixed teacher
-network's output), :func:`one_hot` (uniform random classes, for cross-entropy).
+network's output), :func:`one_hot` (uniform random classes, for cross-entropy),
+:func:`paired` (each input's own label, for :func:`deltastats.inputs.from_arrays`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .inputs import FromArrays
 from .networks import MLP, forward
 from .seeding import SeedLike, network_rngs, stream_rng
 
@@ -141,6 +143,57 @@ class OneHot(TargetLaw):
         return 1.0 / self.n_classes, 1.0 / self.n_classes
 
 
+@dataclass(frozen=True)
+class Paired(TargetLaw):
+    """y = Y[i] for the row i that ``source`` (:func:`deltastats.inputs.from_arrays`) drew as x.
+
+    The rows are drawn again from the same input stream of each network (``seed``, ``start``
+    as given to the inputs), so nothing but the seed passes between the laws and chunking
+    does not matter. The batch ``x`` is checked against those rows: targets drawn for inputs
+    from another law, seed or network range are refused.
+    """
+
+    source: FromArrays = None  # type: ignore[assignment]
+
+    def __post_init__(self):
+        if not isinstance(self.source, FromArrays):
+            raise ValueError(
+                "targets.paired: source must be the input law inputs.from_arrays(X, Y), got "
+                f"{type(self.source).__name__}"
+            )
+
+    def draw(self, rng, x, n_out):
+        raise ValueError(
+            "targets.paired reads the rows drawn by its input law: call sample(x, n_out, seed, "
+            "start=…) with the seed and start of the inputs"
+        )
+
+    def sample(self, x, n_out, seed=0, *, start=0, dtype=None):
+        x = np.asarray(x)
+        dtype = x.dtype if dtype is None else dtype
+        self.source.check_labels(n_out)
+        if x.ndim == 2:
+            rngs, batches = [stream_rng(seed, "shared_inputs")], [x]
+        elif x.ndim == 3:
+            rngs, batches = network_rngs(seed, "inputs", start, x.shape[0]), list(x)
+        else:
+            raise ValueError(f"x must have shape (B, n0) or (M, B, n0), got {x.shape}")
+        out = []
+        for rng, xm in zip(rngs, batches):
+            rows = self.source.indices(rng, xm.shape[0])
+            if not np.array_equal(self.source.X[rows].astype(xm.dtype), xm):
+                raise ValueError(
+                    "targets.paired: x is not the batch that its inputs.from_arrays law drew "
+                    "with this seed and start; give the targets the inputs' seed and start"
+                )
+            out.append(self.source.labels(rows, n_out))
+        y = out[0] if x.ndim == 2 else np.stack(out)
+        return y.astype(dtype, copy=False)
+
+    def moments(self, n_out):
+        return None  # the labels depend on x: no closed form independent of the network
+
+
 def zeros() -> Constant:
     """Targets y = 0."""
     return Constant(0.0)
@@ -164,6 +217,12 @@ def teacher(mlp: MLP, seed: int = 0) -> Teacher:
 def one_hot(n_classes: int) -> OneHot:
     """One-hot targets with uniform random classes."""
     return OneHot(n_classes)
+
+
+def paired(source: FromArrays) -> Paired:
+    """Each input's own label: targets Y[i] for the rows X[i] that ``source`` =
+    ``inputs.from_arrays(X, Y)`` draws."""
+    return Paired(source)
 
 
 #: Target laws by name, for configs.

@@ -6,8 +6,10 @@ Data flow: a trace (or a researcher's own arrays) → per-network features
 (:mod:`~deltastats.stats.accumulators`) → statistics θ = f(F̄)
 (:mod:`~deltastats.stats.statistics`) with intervals (:mod:`~deltastats.stats.intervals`) →
 :class:`~deltastats.stats.results.Estimates`. :mod:`~deltastats.stats.sampling` drives it
-from a :class:`~deltastats.stats.design.Design`; :mod:`~deltastats.stats.allocation` advises
-how many networks and inputs to draw.
+from a :class:`~deltastats.stats.design.Design`; :mod:`~deltastats.stats.arrays`
+(:func:`estimate_arrays`, :class:`ArrayAccumulator`) takes a researcher's own arrays of δ (any
+model, any framework) through the same features and statistics;
+:mod:`~deltastats.stats.allocation` advises how many networks and inputs to draw.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from .accumulators import (
     merge,
 )
 from .allocation import MAX_INPUTS_PER_NETWORK, suggest_allocation
+from .arrays import ArrayAccumulator, ArrayLayout, estimate_arrays
 from .design import Design
 from .features import FeatureKey
 from .intervals import METHODS, summarize
@@ -36,6 +39,8 @@ __all__ = [
     "METHODS",
     "MIN_NETWORKS",
     "STATISTICS",
+    "ArrayAccumulator",
+    "ArrayLayout",
     "BackpropAccumulator",
     "Design",
     "EstimateResult",
@@ -46,6 +51,7 @@ __all__ = [
     "MomentSummary",
     "StoppingRule",
     "estimate",
+    "estimate_arrays",
     "merge",
     "stein_check",
     "stream",

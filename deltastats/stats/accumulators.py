@@ -397,6 +397,20 @@ def _log_norm(delta: np.ndarray) -> np.ndarray:
         return np.log(np.mean(delta * delta, axis=-1))
 
 
+class SummarySource:
+    """Base of the accumulators that :func:`deltastats.stats.intervals.summarize` reads.
+
+    A subclass provides ``features`` (a :class:`FeatureAccumulator`), ``batch`` (B),
+    ``n_overflow``, ``overflow_layers`` and ``zero_delta``, :meth:`summary` and :meth:`consts`
+    (per feature array the constants its statistics need), and :attr:`layer_names`.
+    """
+
+    @property
+    def layer_names(self) -> dict[int, str]:
+        """Layer number → name, for a ``name`` column beside ``layer`` (empty: no names)."""
+        return {}
+
+
 def _stein_mv_parts(params: Params, x: np.ndarray, trace: Trace, q0: float):
     """Per-network conditional Stein estimates at layer 1 (Gaussian inputs x ~ N(0, q₀I)).
 
@@ -422,7 +436,7 @@ def _stein_mv_parts(params: Params, x: np.ndarray, trace: Trace, q0: float):
     return s, u
 
 
-class BackpropAccumulator:
+class BackpropAccumulator(SummarySource):
     """Streaming, mergeable summaries of backprop traces, per layer and per unit.
 
     For every layer l = 1 … L it accumulates the per-network features (see the module

@@ -38,7 +38,8 @@ class Design:
     inputs : InputLaw, optional
         Law of the inputs (default ``inputs.gaussian(1.0)``); every network gets its own batch.
     targets : TargetLaw, optional
-        Law of the targets (default ``targets.zeros()``).
+        Law of the targets (default ``targets.zeros()``; for labelled inputs
+        ``inputs.from_arrays(X, Y)``, ``targets.paired(inputs)``: each row's own label).
     loss : str
         ``"mse"`` or ``"cross_entropy"``.
     n_networks : int
@@ -114,7 +115,12 @@ class Design:
         put("weight_decay", checks.nonnegative_real("weight_decay", self.weight_decay))
         get_loss(self.loss)
         inputs = _inputs.gaussian(1.0) if self.inputs is None else self.inputs
-        targets = _targets.zeros() if self.targets is None else self.targets
+        if self.targets is not None:
+            targets = self.targets
+        elif isinstance(inputs, _inputs.FromArrays):
+            targets = _targets.paired(inputs)  # labelled data: each row's own label
+        else:
+            targets = _targets.zeros()
         if not isinstance(inputs, _inputs.InputLaw):
             raise ValueError("inputs must be an input law such as deltastats.inputs.gaussian(1.0)")
         if not isinstance(targets, _targets.TargetLaw):

@@ -35,7 +35,7 @@ from scipy import stats
 
 from .. import checks
 from ..model.seeding import as_seed_sequence
-from .accumulators import BackpropAccumulator
+from .accumulators import SummarySource
 from .features import FeatureKey
 from .results import COLUMNS, Estimates
 from .statistics import _REGISTRY, check_statistics
@@ -118,7 +118,7 @@ def _bootstrap(fn, per_net, consts, M, B, confidence, n_resamples, rng):
 
 
 def summarize(
-    accumulator: BackpropAccumulator,
+    accumulator: SummarySource,
     *,
     method: str = "clt",
     confidence: float = 0.95,
@@ -126,12 +126,15 @@ def summarize(
     seed: int | np.random.SeedSequence | None = 0,
     statistics: str | Sequence[str] | None = None,
 ) -> Estimates:
-    """Turn a :class:`~deltastats.stats.accumulators.BackpropAccumulator` into :class:`Estimates`.
+    """Turn an accumulator into :class:`Estimates`.
 
     Parameters
     ----------
-    accumulator : BackpropAccumulator
-        Holds ``keep_networks=True`` for ``method="bootstrap"``.
+    accumulator : BackpropAccumulator or ArrayAccumulator
+        A :class:`~deltastats.stats.accumulators.BackpropAccumulator` (the engine's traces) or
+        a :class:`~deltastats.stats.arrays.ArrayAccumulator` (a researcher's own arrays; its
+        layer names become a ``name`` column beside ``layer``). Holds
+        ``keep_networks=True`` for ``method="bootstrap"``.
     method : {"clt", "jackknife", "bootstrap"}
         Interval method (module docstring).
     confidence : float
@@ -145,8 +148,11 @@ def summarize(
     """
     check_method_confidence(method, confidence)
     wanted = set(check_statistics(statistics))
-    if not isinstance(accumulator, BackpropAccumulator):
-        raise ValueError("accumulator must be a BackpropAccumulator")
+    if not isinstance(accumulator, SummarySource):
+        raise ValueError(
+            "accumulator must be a BackpropAccumulator or an ArrayAccumulator; for arrays of δ "
+            "(M, B, n_l) use deltastats.estimate_arrays"
+        )
     if method == "bootstrap" and not accumulator.features.keep_networks:
         raise ValueError(
             "method='bootstrap' needs the per-network summaries: create the accumulator with "
@@ -203,9 +209,13 @@ def summarize(
     arr = {k: np.concatenate(v) for k, v in cols.items()}
     idx = np.lexsort((arr["unit"], arr["stat"], arr["layer"]))
     names = np.array(list(_REGISTRY), dtype=object)
+    names_of = accumulator.layer_names
+    layer_col = arr["layer"][idx]
+    named = {"name": np.array([names_of[l] for l in layer_col], dtype=object)} if names_of else {}
     table = pd.DataFrame(
         {
-            "layer": arr["layer"][idx],
+            "layer": layer_col,
+            **named,
             "unit": arr["unit"][idx],
             "statistic": names[arr["stat"][idx]],
             **{k: arr[k][idx] for k in COLUMNS[3:7]},
@@ -222,4 +232,5 @@ def summarize(
         method,
         dict(accumulator.overflow_layers),
         dict(accumulator.zero_delta),
+        dict(names_of),
     )

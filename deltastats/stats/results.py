@@ -73,6 +73,10 @@ class Estimates:
         Layer l → networks where δ⁽ˡ⁾ = 0 exactly for some input (e.g. all units of a ReLU
         layer dead): log(‖δ⁽ˡ⁾‖²/n_l) = −∞ there, so the ``log_delta_norm_sq_*`` rows are
         −inf or NaN.
+    layer_names : dict
+        Layer number → name when the layers were named (a mapping given to
+        :func:`deltastats.estimate_arrays`); the tables then have a ``name`` column beside
+        ``layer``. Empty otherwise.
     """
 
     table: pd.DataFrame = field(repr=False)
@@ -83,6 +87,7 @@ class Estimates:
     method: str
     overflow_layers: dict = field(default_factory=dict)
     zero_delta: dict = field(default_factory=dict)
+    layer_names: dict = field(default_factory=dict)
 
     @property
     def trusted(self) -> bool:
@@ -108,11 +113,22 @@ class Estimates:
         t = self.table
         mask = (t["unit"] == -1) if pooled else (t["unit"] >= 0)
         mask &= t["statistic"].isin(names)
-        return t.loc[mask, list(COLUMNS)].reset_index(drop=True)
+        columns = list(COLUMNS)
+        if "name" in t.columns:
+            columns.insert(1, "name")
+        return t.loc[mask, columns].reset_index(drop=True)
 
-    def result(self, statistic: str, layer: int, unit: int = -1) -> EstimateResult:
-        """The :class:`EstimateResult` of one row."""
+    def result(self, statistic: str, layer: int | str, unit: int = -1) -> EstimateResult:
+        """The :class:`EstimateResult` of one row; ``layer`` is a layer number, or a layer's
+        name when the layers were named."""
         (name,) = check_statistics(statistic)
+        if isinstance(layer, str):
+            numbers = {v: k for k, v in self.layer_names.items()}
+            if layer not in numbers:
+                raise ValueError(
+                    f"no layer named {layer!r}; the names are {list(self.layer_names.values())}"
+                )
+            layer = numbers[layer]
         t = self.table
         row = t[(t["statistic"] == name) & (t["layer"] == layer) & (t["unit"] == unit)]
         if len(row) != 1:

@@ -75,7 +75,8 @@ def stream(
         Input law (default ``inputs.gaussian(1.0)``). Every network gets its own independent
         batch of B inputs (shared inputs would make the networks dependent samples).
     targets : TargetLaw, optional
-        Target law (default ``targets.zeros()``).
+        Target law (default ``targets.zeros()``; for labelled inputs
+        ``inputs.from_arrays(X, Y)``, each row's own label, ``targets.paired(inputs)``).
     loss : str
         ``"mse"`` or ``"cross_entropy"``.
     n_networks : int
@@ -352,13 +353,20 @@ def _drain(generator) -> Estimates:
     return deque(generator, maxlen=1)[0]
 
 
-def _final_warnings(est: Estimates) -> None:
+def _final_warnings(
+    est: Estimates,
+    *,
+    what: str = "numerical overflow (inf/NaN)",
+    advice: str = " (reduce sigma_w or depth, or use float64)",
+) -> None:
+    """The warnings every estimate ends with: excluded networks (``what`` they had, and the
+    ``advice``), dead layers, rows without a standard error, too few networks."""
     if est.n_overflow:
         warnings.warn(
-            f"numerical overflow (inf/NaN) in {est.n_overflow} of "
+            f"{what} in {est.n_overflow} of "
             f"{est.n_overflow + est.n_networks} networks (first layer → count: "
             f"{est.overflow_layers}); they are excluded from every statistic and counted in "
-            "Estimates.n_overflow (reduce sigma_w or depth, or use float64)",
+            f"Estimates.n_overflow{advice}",
             NumericalOverflowWarning,
             stacklevel=3,
         )

@@ -14,12 +14,19 @@ Example TOML::
     sigma_w = 1.3      # σ_w (not σ_w²)
     n_networks = 200
     batch = 32
+
+Labelled data: ``inputs = "data"`` with ``data = "digits.npz"`` (a path relative to the config
+file; ``.npz`` with arrays ``X`` and ``Y``, or a ``.npy``/``.csv`` table whose first n₀ columns
+are X and the rest, if any, the labels) draws rows of X; ``targets = "data"`` makes each row's
+own label its target (:func:`deltastats.inputs.from_arrays`). The file is read and checked
+against the widths when the config is built, before any work.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import numbers
 import tomllib
 from dataclasses import dataclass, field
@@ -54,10 +61,15 @@ class Experiment:
     init : str
         One of :data:`deltastats.INITS`.
     inputs : str
-        ``"gaussian"``, ``"sphere"`` or ``"uniform"``; ``q0`` sets E‖x‖²/n₀ for the first two.
+        ``"gaussian"``, ``"sphere"`` or ``"uniform"``; ``q0`` sets E‖x‖²/n₀ for the first two;
+        ``"data"``: rows of the file ``data``.
     targets : str
         ``"zeros"``, ``"constant"`` (value ``target_value``), ``"gaussian"`` (std
-        ``target_value``) or ``"one_hot"`` (n_classes = output width).
+        ``target_value``), ``"one_hot"`` (n_classes = output width) or ``"data"`` (each
+        row's own label, with ``inputs = "data"``).
+    data : str or None
+        The data file of ``inputs = "data"`` (``.npz``, ``.npy`` or ``.csv``; module
+        docstring); relative to the config file in :meth:`from_toml`.
     loss : str
         ``"mse"`` or ``"cross_entropy"``.
     n_networks, batch : int
@@ -95,6 +107,7 @@ class Experiment:
     seed: int = 0
     dtype: str = "float64"
     weight_decay: float = 0.0
+    data: str | None = None
 
     def __post_init__(self) -> None:
         for key in ("width", "depth", "output_width", "n_networks", "batch", "chunk"):
@@ -111,6 +124,7 @@ class Experiment:
         if self.widths is not None:
             object.__setattr__(self, "widths", tuple(self.widths))
         for key, valid in (("inputs", inputs_mod.INPUT_LAWS), ("targets", targets_mod.TARGET_LAWS)):
+            valid = (*valid, "data")
             if getattr(self, key) not in valid:
                 raise ValueError(f"unknown {key} {getattr(self, key)!r}; valid: {', '.join(valid)}")
         if self.dtype not in ("float64", "float32"):
@@ -121,6 +135,8 @@ class Experiment:
         get_activation(self.output_activation, argument="output_activation")
         get_loss(self.loss)
         self.net()  # validates the widths and the weight law
+        if self.inputs == "data" or self.targets == "data" or self.data is not None:
+            self._data()  # reads the file and checks it against the widths
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
@@ -141,11 +157,18 @@ class Experiment:
     def from_toml(cls, path: str | Path) -> Experiment:
         """Read a flat TOML file of :class:`Experiment` fields."""
         with open(path, "rb") as f:
-            return cls.from_dict(tomllib.load(f))
+            values = tomllib.load(f)
+        if isinstance(values.get("data"), str):  # relative to the config file
+            values["data"] = str(Path(path).parent / values["data"])
+        return cls.from_dict(values)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict of every field (JSON/TOML friendly)."""
+        """Plain dict of every field (JSON/TOML friendly; ``data`` only when given)."""
         d = dataclasses.asdict(self)
+        if d["data"] is None:
+            # Left out when unused, so the digests and seeds of sweep points without data
+            # files are those of configs that predate the key.
+            del d["data"]
         if d["widths"] is not None:
             d["widths"] = list(d["widths"])
         return d
@@ -171,8 +194,44 @@ class Experiment:
             init=self.init,
         )
 
+    def _data(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(X, Y)`` of the data file, checked against the widths (``Y`` ``None``: no labels)."""
+        if self.inputs != "data":
+            key = "targets = 'data'" if self.data is None else f"data = {self.data!r}"
+            raise ValueError(f"{key} needs inputs = 'data', got inputs = {self.inputs!r}")
+        if not isinstance(self.data, str) or not self.data:
+            raise ValueError("inputs = 'data' needs data = '<file>.npz' (or .npy / .csv)")
+        path = Path(self.data)
+        stat = path.stat() if path.is_file() else None
+        X, Y = _read_data(str(path), None if stat is None else (stat.st_mtime_ns, stat.st_size))
+        n0, nL = self.layer_widths()[0], self.layer_widths()[-1]
+        if Y is None and path.suffix.lower() != ".npz":
+            # A table: the first n₀ columns are X, the rest (none, 1 or n_L) the labels.
+            if X.shape[1] not in (n0, n0 + 1, n0 + nL):
+                raise ValueError(
+                    f"data file {path.name!r} has {X.shape[1]} columns; expected n_0 = {n0} "
+                    f"(inputs), n_0 + 1 or n_0 + n_L = {n0 + nL} (inputs, then labels)"
+                )
+            X, Y = X[:, :n0], (X[:, n0:] if X.shape[1] > n0 else None)
+            if Y is not None and Y.shape[1] == 1 and nL > 1:
+                Y = Y[:, 0]  # one column of class indices
+        if X.shape[1] != n0:
+            raise ValueError(f"data file {path.name!r}: X has {X.shape[1]} columns, n_0 = {n0}")
+        if self.targets == "data":
+            if Y is None:
+                raise ValueError(f"targets = 'data' but data file {path.name!r} has no labels")
+            inputs_mod.from_arrays(X, Y).check_labels(nL)
+        else:
+            inputs_mod.from_array(X)
+        return X, Y
+
     def input_law(self) -> inputs_mod.InputLaw:
         """The input law object."""
+        if self.inputs == "data":
+            X, Y = self._data()
+            if self.targets == "data":
+                return inputs_mod.from_arrays(X, Y)
+            return inputs_mod.from_array(X)
         if self.inputs == "uniform":
             return inputs_mod.uniform()
         return inputs_mod.INPUT_LAWS[self.inputs](self.q0)
@@ -181,6 +240,8 @@ class Experiment:
         """The target law object."""
         if self.targets == "zeros":
             return targets_mod.zeros()
+        if self.targets == "data":
+            return targets_mod.paired(self.input_law())
         if self.targets == "one_hot":
             return targets_mod.one_hot(self.layer_widths()[-1])
         return targets_mod.TARGET_LAWS[self.targets](self.target_value)
@@ -189,6 +250,12 @@ class Experiment:
     def np_dtype(self) -> np.dtype:
         """The numpy dtype of the engine."""
         return np.dtype(self.dtype)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_data(path: str, version) -> tuple[np.ndarray, np.ndarray | None]:
+    """The file's ``(X, Y)``, read once per (path, modification time and size)."""
+    return inputs_mod.load_data(path)
 
 
 def sigma_aliases(d: dict) -> dict:
