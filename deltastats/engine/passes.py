@@ -297,8 +297,8 @@ def backprop(
     if warn and overflow.any():
         warnings.warn(
             f"numerical overflow (inf/NaN) in {int(overflow.sum())} of {M} networks, first at "
-            f"layer {int(first[overflow].min())}; trace.overflow marks them (reduce sigma_w, "
-            "depth, or use float64)",
+            f"layer {int(first[overflow].min())}; trace.overflow marks them (reduce sigma_w "
+            + ("or depth, or use float64)" if dtype == np.float32 else "or depth)"),
             NumericalOverflowWarning,
             stacklevel=2,
         )

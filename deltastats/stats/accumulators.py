@@ -48,7 +48,15 @@ import numpy as np
 from .. import checks
 from ..engine import Trace
 from ..model.networks import MLP, Params
-from .features import MEAN, P1, FeatureKey, block_moments, layer_features, weight_features
+from .features import (
+    MEAN,
+    P1,
+    FeatureKey,
+    block_moments,
+    layer_features,
+    power_of_two_scale,
+    weight_features,
+)
 
 #: Default number of networks per reduction block.
 DEFAULT_BLOCK = 32
@@ -384,6 +392,78 @@ _LAYER_FEATURES = (
 )
 
 
+def network_shifts(
+    sh: dict, layer: int, delta0: np.ndarray, z0=None, grad0=None, loss0=None
+) -> None:
+    """Fill ``sh`` with the shifts c and scales s of layer ``layer`` from network 0's values.
+
+    Shifts are network 0's batch means (non-finite → 0), scales the powers of two of
+    :func:`~deltastats.stats.features.power_of_two_scale` (1 for every ordinary run). Both
+    accumulators use this, so the engine's trace and the same arrays given by hand get the
+    same shifts and hence the same bits.
+
+    Parameters
+    ----------
+    delta0, z0 : ndarray ``(B, n_l)``
+        Network 0's δ⁽ˡ⁾ and z⁽ˡ⁾ (``z0`` optional).
+    grad0 : ndarray or None
+        Network 0's gradient of the layer's weights, any shape.
+    loss0 : ndarray ``(B,)`` or None
+        Network 0's per-sample losses (sets the loss shift and scale once, with layer 1).
+    """
+    with np.errstate(all="ignore"):
+        if loss0 is not None:
+            sh["loss"] = _finite_or_zero(np.mean(loss0, dtype=np.float64))
+            sh["loss/scale"] = power_of_two_scale(np.asarray(loss0, np.float64) - sh["loss"])
+        d = np.asarray(delta0, dtype=np.float64)
+        sh[f"delta/{layer}"] = c = _finite_or_zero(d.mean(axis=0))
+        sh[f"delta/{layer}/scale"] = power_of_two_scale(d - c)
+        if z0 is not None:
+            z = np.asarray(z0, dtype=np.float64)
+            sh[f"z/{layer}"] = c = _finite_or_zero(z.mean(axis=0))
+            sh[f"z/{layer}/scale"] = power_of_two_scale(z - c)
+        sh[f"lognorm/{layer}"] = _finite_or_zero(_log_norm(d[None])[0].mean())
+        sh[f"dsq/{layer}"] = _finite_or_zero(np.mean(d * d))
+        if grad0 is not None:
+            g = np.asarray(grad0, dtype=np.float64)
+            sh[f"gradw/{layer}"] = c = _finite_or_zero(g.mean())
+            sh[f"gradw/{layer}/scale"] = power_of_two_scale(g - c)
+
+
+def _scale(sh: dict, key: str) -> float:
+    """A scale of the shifts (1 for shifts made before scales existed, e.g. given by hand)."""
+    return float(sh.get(key, 1.0))
+
+
+def layer_consts(sh: dict, layer: int, *, z: bool, grad_size: int | None, stein: bool) -> dict:
+    """The statistics' constants of layer ``layer``'s feature arrays: shifts ``c``, scales
+    ``s`` (the features are in units of s, see :mod:`deltastats.stats.features`), gradient
+    sizes ``N``, and for Stein the ratio s_ℓ/s_z of the scaled covariance to the scaled
+    variance."""
+    l = layer
+    out = {}
+    s_d = _scale(sh, f"delta/{l}/scale")
+    for q in ("delta", "z") if z else ("delta",):
+        c, s_q = sh[f"{q}/{l}"], _scale(sh, f"{q}/{l}/scale")
+        out[f"{q}/{l}/unit"] = {"c": c, "s": s_q}
+        out[f"{q}/{l}/pool"] = {"c": np.atleast_1d(c.mean()), "s": s_q}
+    out[f"lognorm/{l}/pool"] = {"c": np.atleast_1d(sh[f"lognorm/{l}"])}
+    out[f"dsq/{l}/pool"] = {"c": np.atleast_1d(sh[f"dsq/{l}"]), "s": s_d * s_d}
+    if grad_size is not None:
+        # E‖G‖² = N·E[G_i²], N the number of entries of the layer's gradient.
+        out[f"gradw/{l}/pool"] = {
+            "c": np.atleast_1d(sh[f"gradw/{l}"]),
+            "N": np.array([float(grad_size)]),
+            "s": _scale(sh, f"gradw/{l}/scale"),
+        }
+    if stein:
+        ratio = _scale(sh, "loss/scale") / _scale(sh, f"z/{l}/scale")
+        c_d = sh[f"delta/{l}"]
+        out[f"stein/{l}/unit"] = {"c_d": c_d, "s_d": s_d, "ratio": ratio}
+        out[f"stein/{l}/pool"] = {"c_d": np.atleast_1d(c_d.mean()), "s_d": s_d, "ratio": ratio}
+    return out
+
+
 def _trace_arrays(*arrays: np.ndarray) -> list[np.ndarray]:
     """Trace arrays as the feature kernel takes them: C-contiguous, all float32 if all are
     float32 (the engine's float32 traces, not copied), else all float64."""
@@ -535,19 +615,18 @@ class BackpropAccumulator(SummarySource):
         return self._initial_shifts(trace, s, u)
 
     def _initial_shifts(self, trace: Trace, s=None, u=None) -> dict:
-        """Shifts c from the first network of the chunk (batch means; non-finite → 0)."""
+        """Shifts c and scales s from the first network of the chunk (:func:`network_shifts`)."""
         sh = {}
+        for l in range(self.net.depth):
+            network_shifts(
+                sh,
+                l + 1,
+                trace.delta[l][0],
+                trace.z[l][0],
+                trace.grad_weights[l][0],
+                trace.loss[0] if l == 0 else None,
+            )
         with np.errstate(all="ignore"):
-            sh["loss"] = _finite_or_zero(np.mean(trace.loss[0], dtype=np.float64))
-            for l in range(self.net.depth):
-                d = np.asarray(trace.delta[l][0], dtype=np.float64)
-                z = np.asarray(trace.z[l][0], dtype=np.float64)
-                sh[f"delta/{l + 1}"] = _finite_or_zero(d.mean(axis=0))
-                sh[f"z/{l + 1}"] = _finite_or_zero(z.mean(axis=0))
-                sh[f"lognorm/{l + 1}"] = _finite_or_zero(_log_norm(d[None])[0].mean())
-                sh[f"dsq/{l + 1}"] = _finite_or_zero(np.mean(d * d))
-                g = np.asarray(trace.grad_weights[l][0], dtype=np.float64)
-                sh[f"gradw/{l + 1}"] = _finite_or_zero(g.mean())
             if s is not None:
                 sh["steinmv/s"] = _finite_or_zero(s[0])
                 sh["steinmv/u"] = _finite_or_zero(u[0])
@@ -557,7 +636,7 @@ class BackpropAccumulator(SummarySource):
         sh = self.shifts
         feats = {}
         L = np.asarray(trace.loss, dtype=np.float64)
-        ell = L - sh["loss"]  # (M, B)
+        ell = (L - sh["loss"]) / _scale(sh, "loss/scale")  # (M, B), in units of s_ℓ
         with np.errstate(all="ignore"):
             for l in range(self.net.depth):
                 key = l + 1
@@ -570,12 +649,14 @@ class BackpropAccumulator(SummarySource):
                     ell,
                     sh[f"lognorm/{key}"],
                     sh[f"dsq/{key}"],
+                    scale_delta=_scale(sh, f"delta/{key}/scale"),
+                    scale_z=_scale(sh, f"z/{key}/scale"),
                 )
                 for name in _LAYER_FEATURES[:6]:
                     q, kind = name.split("/")
                     feats[str(FeatureKey(q, key, kind))] = layer[name]
                 feats[f"gradw/{key}/pool"] = weight_features(
-                    trace.grad_weights[l], sh[f"gradw/{key}"]
+                    trace.grad_weights[l], sh[f"gradw/{key}"], _scale(sh, f"gradw/{key}/scale")
                 )
                 for name in _LAYER_FEATURES[6:]:
                     q, kind = name.split("/")
@@ -585,40 +666,38 @@ class BackpropAccumulator(SummarySource):
                 du = u - sh["steinmv/u"]
                 dd = feats["delta/1/unit"][..., P1]
                 feats["steinmv/1/unit"] = np.stack([ds, du, dd], axis=-1)
-                # Pool: unit averages of the per-unit shifted values (linear statistics only).
-                dd_pool = (np.asarray(trace.delta[0], dtype=np.float64) - sh["delta/1"]).mean(
-                    axis=(1, 2)
-                )
+                # Pool: unit averages of the per-unit shifted values (linear statistics only),
+                # in the units of the δ features.
+                dd_pool = (
+                    (np.asarray(trace.delta[0], dtype=np.float64) - sh["delta/1"])
+                    / _scale(sh, "delta/1/scale")
+                ).mean(axis=(1, 2))
                 feats["steinmv/1/pool"] = np.stack(
                     [ds.mean(axis=1), du.mean(axis=1), dd_pool], axis=-1
                 )[:, None, :]
         return feats
 
     def consts(self) -> dict:
-        """Per-feature-array constants (shifts, sizes) that statistics need, by array name."""
+        """Per-feature-array constants (shifts, scales, sizes) the statistics need, by name."""
         sh = self.shifts
         out = {}
         for l in range(1, self.net.depth + 1):
             n_in, n_out = self.net.widths[l - 1], self.net.widths[l]
-            for q in ("delta", "z"):
-                c = sh[f"{q}/{l}"]
-                out[f"{q}/{l}/unit"] = {"c": c}
-                out[f"{q}/{l}/pool"] = {"c": np.atleast_1d(c.mean())}
-            out[f"lognorm/{l}/pool"] = {"c": np.atleast_1d(sh[f"lognorm/{l}"])}
-            out[f"dsq/{l}/pool"] = {"c": np.atleast_1d(sh[f"dsq/{l}"])}
-            out[f"gradw/{l}/pool"] = {
-                "c": np.atleast_1d(sh[f"gradw/{l}"]),
-                "N": np.array([float(n_in * n_out)]),
-            }
-            out[f"stein/{l}/unit"] = {"c_d": sh[f"delta/{l}"]}
-            out[f"stein/{l}/pool"] = {"c_d": np.atleast_1d(sh[f"delta/{l}"].mean())}
+            out.update(layer_consts(sh, l, z=True, grad_size=n_in * n_out, stein=True))
         if self.stein_q0 is not None:
             cd = sh["delta/1"]
-            out["steinmv/1/unit"] = {"c_s": sh["steinmv/s"], "c_u": sh["steinmv/u"], "c_d": cd}
+            s_d = _scale(sh, "delta/1/scale")
+            out["steinmv/1/unit"] = {
+                "c_s": sh["steinmv/s"],
+                "c_u": sh["steinmv/u"],
+                "c_d": cd,
+                "s_d": s_d,
+            }
             out["steinmv/1/pool"] = {
                 "c_s": np.atleast_1d(sh["steinmv/s"].mean()),
                 "c_u": np.atleast_1d(sh["steinmv/u"].mean()),
                 "c_d": np.atleast_1d(cd.mean()),
+                "s_d": s_d,
             }
         return out
 

@@ -55,8 +55,9 @@ from .accumulators import (
     FeatureAccumulator,
     MomentSummary,
     SummarySource,
-    _finite_or_zero,
-    _log_norm,
+    _scale,
+    layer_consts,
+    network_shifts,
 )
 from .design import CHUNK_FLOATS
 from .features import MEAN, FeatureKey, layer_features, weight_features
@@ -373,27 +374,19 @@ class ArrayAccumulator(SummarySource):
         return self.features.summary()
 
     def consts(self) -> dict:
-        """Per-feature-array constants (shifts, gradient sizes N) of the statistics."""
-        sh, lay = self.shifts, self.layout
+        """Per-feature-array constants (shifts, scales, gradient sizes N) of the statistics."""
+        lay = self.layout
         out = {}
         for l in range(1, lay.depth + 1):
-            quantities = ("delta", "z") if lay.has_z else ("delta",)
-            for q in quantities:
-                c = sh[f"{q}/{l}"]
-                out[f"{q}/{l}/unit"] = {"c": c}
-                out[f"{q}/{l}/pool"] = {"c": np.atleast_1d(c.mean())}
-            out[f"lognorm/{l}/pool"] = {"c": np.atleast_1d(sh[f"lognorm/{l}"])}
-            out[f"dsq/{l}/pool"] = {"c": np.atleast_1d(sh[f"dsq/{l}"])}
-            N = lay.grad_sizes[l - 1]
-            if N is not None:
-                # E‖G‖² = N·E[G_i²]: N is the number of entries actually given.
-                out[f"gradw/{l}/pool"] = {
-                    "c": np.atleast_1d(sh[f"gradw/{l}"]),
-                    "N": np.array([float(N)]),
-                }
-            if lay.has_z and lay.has_loss:
-                out[f"stein/{l}/unit"] = {"c_d": sh[f"delta/{l}"]}
-                out[f"stein/{l}/pool"] = {"c_d": np.atleast_1d(sh[f"delta/{l}"].mean())}
+            out.update(
+                layer_consts(
+                    self.shifts,
+                    l,
+                    z=lay.has_z,
+                    grad_size=lay.grad_sizes[l - 1],
+                    stein=lay.has_z and lay.has_loss,
+                )
+            )
         return out
 
     # -- feeding ---------------------------------------------------------------------------
@@ -404,33 +397,27 @@ class ArrayAccumulator(SummarySource):
 
     @staticmethod
     def _shifts_of(arr: _Arrays) -> dict:
-        # The formulas of BackpropAccumulator's shifts (batch means of network 0, non-finite
-        # → 0), so the engine's own trace gets the same shifts and hence the same bits.
+        # BackpropAccumulator's shifts and scales (network_shifts), so the engine's own trace
+        # gets the same shifts and hence the same bits.
         sh = {}
-        with np.errstate(all="ignore"):
-            sh["loss"] = (
-                _finite_or_zero(np.mean(arr.loss[0], dtype=np.float64))
-                if arr.loss is not None
-                else np.array(0.0)
+        if arr.loss is None:
+            sh["loss"] = np.array(0.0)
+        for l in range(arr.layout.depth):
+            network_shifts(
+                sh,
+                l + 1,
+                arr.delta[l][0],
+                arr.z[l][0] if arr.z is not None else None,
+                arr.grads[l][0] if arr.grads[l] is not None else None,
+                arr.loss[0] if (l == 0 and arr.loss is not None) else None,
             )
-            for l in range(arr.layout.depth):
-                d = np.asarray(arr.delta[l][0], dtype=np.float64)
-                sh[f"delta/{l + 1}"] = _finite_or_zero(d.mean(axis=0))
-                if arr.z is not None:
-                    z = np.asarray(arr.z[l][0], dtype=np.float64)
-                    sh[f"z/{l + 1}"] = _finite_or_zero(z.mean(axis=0))
-                sh[f"lognorm/{l + 1}"] = _finite_or_zero(_log_norm(d[None])[0].mean())
-                sh[f"dsq/{l + 1}"] = _finite_or_zero(np.mean(d * d))
-                if arr.grads[l] is not None:
-                    g = np.asarray(arr.grads[l][0], dtype=np.float64)
-                    sh[f"gradw/{l + 1}"] = _finite_or_zero(g.mean())
         return sh
 
     def _features(self, arr: _Arrays) -> dict:
         sh, lay = self.shifts, arr.layout
         M, B = arr.M, lay.batch
         if arr.loss is not None:
-            ell = np.asarray(arr.loss, dtype=np.float64) - sh["loss"]
+            ell = (np.asarray(arr.loss, dtype=np.float64) - sh["loss"]) / _scale(sh, "loss/scale")
         else:
             ell = np.zeros((M, B))
         stein = lay.has_z and lay.has_loss
@@ -451,6 +438,8 @@ class ArrayAccumulator(SummarySource):
                     ell,
                     sh[f"lognorm/{key}"],
                     sh[f"dsq/{key}"],
+                    scale_delta=_scale(sh, f"delta/{key}/scale"),
+                    scale_z=_scale(sh, f"z/{key}/scale"),
                 )
                 kept = ["delta/unit", "delta/pool", "lognorm/pool", "dsq/pool"]
                 if arr.z is not None:
@@ -463,7 +452,9 @@ class ArrayAccumulator(SummarySource):
                 g = arr.grads[l]
                 if g is not None:
                     g = g if g.dtype != np.float16 else g.astype(np.float32)
-                    feats[f"gradw/{key}/pool"] = weight_features(g, sh[f"gradw/{key}"])
+                    feats[f"gradw/{key}/pool"] = weight_features(
+                        g, sh[f"gradw/{key}"], _scale(sh, f"gradw/{key}/scale")
+                    )
         return feats
 
     def update(self, delta, *, z=None, loss=None, grads=None) -> ArrayAccumulator:

@@ -86,18 +86,19 @@ QUANTITIES: dict[str, int] = {
 
 
 @numba.njit(inline="always", **_JIT)
-def _lane_sums(x, c):
-    """(Σ_i (x_i − c), Σ_i (x_i − c)²) of a 1-D array in float64, in four interleaved partial
-    sums (a fixed order: four short chains of dependent additions instead of one long one)."""
+def _lane_sums(x, c, inv):
+    """(Σ_i a_i, Σ_i a_i²) with a_i = (x_i − c)·inv, of a 1-D array in float64, in four
+    interleaved partial sums (a fixed order: four short chains of dependent additions instead
+    of one long one)."""
     N = x.size
     s0 = s1 = s2 = s3 = 0.0
     q0 = q1 = q2 = q3 = 0.0
     n4 = N - N % 4
     for i in range(0, n4, 4):
-        a0 = np.float64(x[i]) - c
-        a1 = np.float64(x[i + 1]) - c
-        a2 = np.float64(x[i + 2]) - c
-        a3 = np.float64(x[i + 3]) - c
+        a0 = (np.float64(x[i]) - c) * inv
+        a1 = (np.float64(x[i + 1]) - c) * inv
+        a2 = (np.float64(x[i + 2]) - c) * inv
+        a3 = (np.float64(x[i + 3]) - c) * inv
         s0 += a0
         s1 += a1
         s2 += a2
@@ -107,21 +108,21 @@ def _lane_sums(x, c):
         q2 += a2 * a2
         q3 += a3 * a3
     for i in range(n4, N):
-        a = np.float64(x[i]) - c
+        a = (np.float64(x[i]) - c) * inv
         s0 += a
         q0 += a * a
     return (s0 + s1) + (s2 + s3), (q0 + q1) + (q2 + q3)
 
 
 @numba.njit(inline="always", **_JIT)
-def _add_powers(acc, row, x, shifts, shift):
-    """acc[row + k − 1, j] += (x_j − c_j)ᵏ, k = 1 … 4, with c_j = shifts[j] + shift.
+def _add_powers(acc, row, x, shifts, shift, inv):
+    """acc[row + k − 1, j] += yᵏ, k = 1 … 4, with y = ((x_j − shifts[j]) − shift)·inv.
 
     A loop that writes only these four rows has few enough possible overlaps for the compiler
     to check them at run time and vectorize over j; one loop updating all seventeen sums stays
     scalar."""
     for j in range(x.size):
-        y = (np.float64(x[j]) - shifts[j]) - shift
+        y = ((np.float64(x[j]) - shifts[j]) - shift) * inv
         y2 = y * y
         acc[row, j] += y
         acc[row + 1, j] += y2
@@ -130,17 +131,34 @@ def _add_powers(acc, row, x, shifts, shift):
 
 
 @numba.njit(inline="always", **_JIT)
-def _add_cross(acc, row, x, shifts, e):
-    """acc[row, j] += e · (x_j − shifts[j])."""
+def _add_cross(acc, row, x, shifts, inv, e):
+    """acc[row, j] += e · (x_j − shifts[j])·inv."""
     for j in range(x.size):
-        acc[row, j] += e * (np.float64(x[j]) - shifts[j])
+        acc[row, j] += e * ((np.float64(x[j]) - shifts[j]) * inv)
 
 
 @numba.njit(**_JIT)
-def _layer_features(d, z, cd, cz, cd_pool, cz_pool, ell, c_lognorm, c_dsq, units, pools, scalars):
+def _layer_features(
+    d,
+    z,
+    cd,
+    cz,
+    cd_pool,
+    cz_pool,
+    inv_d,
+    inv_z,
+    log_s2,
+    ell,
+    c_lognorm,
+    c_dsq,
+    units,
+    pools,
+    scalars,
+):
     # units (3, M, n, N_POWER): δ, z and Stein per-unit features (Stein uses N_STEIN columns);
     # pools (3, M, N_POWER): the same pooled over the layer; scalars (2, M, N_SCALAR): log-norm
-    # and ‖δ‖².
+    # and ‖δ‖². Values are in units of the scales (inv_d = 1/s_δ, inv_z = 1/s_z, powers of two;
+    # log_s2 = log s_δ²); ell arrives scaled.
     M, B, n = d.shape
     # Per-unit sums over the inputs b: rows 0-3 y_d¹…⁴, 4-7 y_z¹…⁴, 8 ℓ·y_z, and 9-16 the same
     # powers with the pooled (mean) shift.
@@ -153,25 +171,26 @@ def _layer_features(d, z, cd, cz, cd_pool, cz_pool, ell, c_lognorm, c_dsq, units
         for b in range(B):
             e = ell[m, b]
             drow, zrow = d[m, b], z[m, b]
-            _add_powers(acc, 0, drow, cd, 0.0)
-            _add_powers(acc, 4, zrow, cz, 0.0)
-            _add_cross(acc, 8, zrow, cz, e)
-            _add_powers(acc, 9, drow, zeros, cd_pool)
-            _add_powers(acc, 13, zrow, zeros, cz_pool)
+            _add_powers(acc, 0, drow, cd, 0.0, inv_d)
+            _add_powers(acc, 4, zrow, cz, 0.0, inv_z)
+            _add_cross(acc, 8, zrow, cz, inv_z, e)
+            _add_powers(acc, 9, drow, zeros, cd_pool, inv_d)
+            _add_powers(acc, 13, zrow, zeros, cz_pool, inv_z)
             # Row sums: shift first, then sum (no cancellation in the row means).
-            row_d = _lane_sums(drow, cd_pool)[0]
-            row_z = _lane_sums(zrow, cz_pool)[0]
-            row_dd = _lane_sums(drow, 0.0)[1]  # Σ_j δ_bj²
+            row_d = _lane_sums(drow, cd_pool, inv_d)[0]
+            row_z = _lane_sums(zrow, cz_pool, inv_z)[0]
+            row_dd = _lane_sums(drow, 0.0, inv_d)[1]  # Σ_j (δ_bj/s_δ)²
             ybar = row_d / n  # unit-averaged shifted δ of this input
             r_d += ybar * ybar
             zbar = row_z / n  # unit-averaged shifted z of this input
             r_z += zbar * zbar
             ez += e * zbar
-            ms = row_dd / n  # ‖δ_b‖² / n
-            t = math.log(ms) - c_lognorm  # −inf when δ_b = 0 exactly (dead ReLU layer)
+            ms = row_dd / n  # ‖δ_b‖² / (n s_δ²)
+            # log(‖δ_b‖²/n) = log ms + log s_δ²; −inf when δ_b = 0 exactly (dead ReLU layer).
+            t = (math.log(ms) + log_s2) - c_lognorm
             t1 += t
             t2 += t * t
-            sq = ms - c_dsq
+            sq = ms - c_dsq * (inv_d * inv_d)  # (‖δ_b‖²/n − c_dsq) / s_δ²
             s1 += sq
             s2 += sq * sq
             ell_sum += e
@@ -210,6 +229,44 @@ def _layer_features(d, z, cd, cz, cd_pool, cz_pool, ell, c_lognorm, c_dsq, units
             scalars[q, m, SQ_MEAN] = (u1 / B) * (u1 / B)
 
 
+#: Below this largest |x − c| of the first network, features are not scaled (s = 1). The
+#: between-network covariance of the features holds eighth powers: (2⁶⁴)⁸ = 2⁵¹² leaves a factor
+#: 2⁶⁴ of headroom in x for the other networks in float64.
+UNSCALED_MAX = 2.0**64
+
+
+def power_of_two_scale(y: np.ndarray) -> float:
+    """The scale s of a feature array, from the first network's shifted values ``y = x − c``.
+
+    1 when max|y| < :data:`UNSCALED_MAX` (every ordinary run, whose features are then the
+    plain ones bit for bit); otherwise the power of two nearest the root mean square of y, so
+    that (y/s)⁸ (the covariance of the fourth powers) of networks up to 2¹²⁰ times larger
+    still fits in float64. Non-finite or empty input gives 1.
+
+    >>> power_of_two_scale(np.array([1e3, -2e3]))
+    1.0
+    >>> power_of_two_scale(np.array([1e90, -1e90])) == 2.0 ** round(np.log2(1e90))
+    True
+    """
+    y = np.asarray(y, dtype=np.float64)
+    y = y[np.isfinite(y)]
+    if y.size == 0:
+        return 1.0
+    with np.errstate(over="ignore"):
+        peak = float(np.max(np.abs(y)))
+        if peak < UNSCALED_MAX:
+            return 1.0
+        rms = peak * float(np.sqrt(np.mean((y / peak) ** 2)))
+    return float(2.0 ** round(math.log2(rms)))
+
+
+def _check_scale(scale: float, name: str) -> float:
+    s = float(scale)
+    if not (s > 0 and np.isfinite(s) and math.frexp(s)[0] == 0.5):
+        raise ValueError(f"{name} must be a positive power of two, got {scale!r}")
+    return s
+
+
 def supported(*arrays: np.ndarray) -> bool:
     """Whether :func:`layer_features` takes these trace arrays (C-contiguous float64/float32)."""
     return all(
@@ -226,6 +283,9 @@ def layer_features(
     ell: np.ndarray,
     c_lognorm: float,
     c_dsq: float,
+    *,
+    scale_delta: float = 1.0,
+    scale_z: float = 1.0,
 ) -> dict[str, np.ndarray]:
     """Every per-network feature of one layer in one pass (float64 results).
 
@@ -239,6 +299,11 @@ def layer_features(
         Shifted per-sample loss ℓ = L − c_L.
     c_lognorm, c_dsq : float
         Shifts of log(‖δ_b‖²/n) and ‖δ_b‖²/n.
+    scale_delta, scale_z : float
+        Powers of two s (:func:`power_of_two_scale`): the δ and z features are powers of
+        (x − c)/s (and the ‖δ‖² features are in units of s_δ²), so a finite trace whose fourth
+        powers would overflow float64 stays finite. Dividing by a power of two is exact, so
+        s = 1 gives the plain features bit for bit. ``ell`` must already be in its own units.
 
     Returns
     -------
@@ -272,6 +337,9 @@ def layer_features(
         c_z,
         float(c_delta.mean()),
         float(c_z.mean()),
+        1.0 / _check_scale(scale_delta, "scale_delta"),
+        1.0 / _check_scale(scale_z, "scale_z"),
+        2.0 * math.log(scale_delta),
         ell,
         float(c_lognorm),
         float(c_dsq),
@@ -292,18 +360,19 @@ def layer_features(
 
 
 @numba.njit(**_JIT)
-def _weight_features(g, c, out):
+def _weight_features(g, c, inv, out):
     N = g.shape[1]
     for m in range(g.shape[0]):
-        total, squares = _lane_sums(g[m], c)
+        total, squares = _lane_sums(g[m], c, inv)
         mean = total / N
         out[m, 0, MEAN] = mean
         out[m, 0, MEAN_SQ] = squares / N
         out[m, 0, SQ_MEAN] = mean * mean
 
 
-def weight_features(grad: np.ndarray, c: float) -> np.ndarray:
-    """Per-network (mean, mean of squares, squared mean) of ``grad − c`` over all entries.
+def weight_features(grad: np.ndarray, c: float, scale: float = 1.0) -> np.ndarray:
+    """Per-network (mean, mean of squares, squared mean) of ``(grad − c)/scale`` over all
+    entries (``scale`` a power of two, as in :func:`layer_features`).
 
     Parameters
     ----------
@@ -319,7 +388,7 @@ def weight_features(grad: np.ndarray, c: float) -> np.ndarray:
     dtype = np.float32 if grad.dtype == np.float32 else np.float64
     g = np.ascontiguousarray(grad, dtype=dtype).reshape(grad.shape[0], -1)
     out = np.empty((g.shape[0], 1, N_SCALAR))
-    _weight_features(g, float(c), out)
+    _weight_features(g, float(c), 1.0 / _check_scale(scale, "scale"), out)
     return out
 
 

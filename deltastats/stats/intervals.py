@@ -84,8 +84,39 @@ def _jackknife_se(fn, summ, name, consts, B, theta):
     h = M / mg
     pseudo = h * theta[None] - (h - 1) * th_del
     th_j = G * theta - np.sum((1 - mg / M) * th_del, axis=0)
-    var = np.sum((pseudo - th_j[None]) ** 2 / (h - 1), axis=0) / G
-    return np.sqrt(var), G
+    dev = pseudo - th_j[None]  # (G, S)
+    with np.errstate(all="ignore"):
+        var = np.sum(dev**2 / (h - 1), axis=0) / G
+        se = np.sqrt(var)
+        redo = ~np.isfinite(se) & np.isfinite(dev).all(axis=0)
+        if redo.any():  # squares beyond float64: the same sum in units of a power of two
+            k = _pow2_exponent(np.max(np.abs(dev[:, redo]), axis=0))
+            scaled = np.ldexp(dev[:, redo], -k)
+            se[redo] = np.ldexp(np.sqrt(np.sum(scaled**2 / (h - 1), axis=0) / G), k)
+    return se, G
+
+
+def _pow2_exponent(peak: np.ndarray) -> np.ndarray:
+    """Per entry the k with peak·2⁻ᵏ in [0.5, 1) (0 where peak is 0 or not finite)."""
+    k = np.frexp(np.where(np.isfinite(peak) & (peak > 0), peak, 1.0))[1]
+    return np.where(np.isfinite(peak) & (peak > 0), k, 0)
+
+
+def _delta_method_se(g: np.ndarray, cov: np.ndarray, M: int) -> np.ndarray:
+    """√(gᵀ Σ g / M) per slot, g ``(S, k)`` and Σ ``(S, k, k)``.
+
+    Where the quadratic form overflows float64 (a huge statistic, e.g. E[δ²] ≈ 10¹⁸⁰ of a deep
+    exploding network) it is recomputed with g in units of a power of two 2ᵏ: scaling by a
+    power of two is exact, so the result is the same number, just not overflowed.
+    """
+    with np.errstate(all="ignore"):
+        se = np.sqrt(np.einsum("si,sij,sj->s", g, cov, g) / M)
+        redo = ~np.isfinite(se) & np.isfinite(g).all(axis=1) & np.isfinite(cov).all(axis=(1, 2))
+        if redo.any():
+            k = _pow2_exponent(np.max(np.abs(g[redo]), axis=1))
+            gs = np.ldexp(g[redo], -k[:, None])
+            se[redo] = np.ldexp(np.sqrt(np.einsum("si,sij,sj->s", gs, cov[redo], gs) / M), k)
+    return se
 
 
 def _bootstrap(fn, per_net, consts, M, B, confidence, n_resamples, rng):
@@ -189,7 +220,7 @@ def summarize(
             if M >= 2 and method == "clt":
                 with np.errstate(all="ignore"):
                     g = _complex_step_grad(spec.fn, v, cst, M, B)
-                    se = np.sqrt(np.einsum("si,sij,sj->s", g, summ.cov[name], g) / M)
+                    se = _delta_method_se(g, summ.cov[name], M)
                 lo, hi = theta - t_clt * se, theta + t_clt * se
             elif M >= 2 and method == "jackknife":
                 se, G = _jackknife_se(spec.fn, summ, name, cst, B, theta)

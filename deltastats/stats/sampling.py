@@ -202,6 +202,14 @@ def _run(
                 )
             if bar is not None:
                 bar.update(done)
+            if acc.n_valid == 0:
+                if total < n_networks:
+                    continue  # nothing to summarize yet; later chunks may be finite
+                raise ValueError(
+                    f"all {n_networks} networks overflowed (inf/NaN in z, δ or the loss; first "
+                    f"layer → count: {acc.overflow_layers}): there is nothing to estimate; "
+                    + overflow_advice(design.dtype).strip(" ()")
+                )
             if final_only and rule.rel_error is None and total < n_networks:
                 continue  # estimate() needs only the last summary: skip the running ones
             if (
@@ -344,13 +352,21 @@ def estimate(
     last = _drain(
         _run(design, rule, progress=progress, n_jobs=n_jobs, warn_overflow=False, final_only=True)
     )
-    _final_warnings(last)
+    _final_warnings(last, advice=overflow_advice(design.dtype))
     return last
 
 
 def _drain(generator) -> Estimates:
     """The last item of a generator."""
     return deque(generator, maxlen=1)[0]
+
+
+def overflow_advice(dtype) -> str:
+    """What to change when networks overflow, for a run in ``dtype``: float64 is advised only
+    to a float32 run (a float64 run that overflows has left the range of any float)."""
+    if np.dtype(dtype) == np.float32:
+        return " (reduce sigma_w or depth, or use float64)"
+    return " (reduce sigma_w or depth; the log_delta_norm_sq_* statistics track the growth)"
 
 
 def _final_warnings(
@@ -465,7 +481,7 @@ def stein_check(
         stein_q0=inputs.q0,
     )
     last = _drain(_run(design, StoppingRule(), progress=progress, warn_overflow=False))
-    _final_warnings(last)
+    _final_warnings(last, advice=overflow_advice(design.dtype))
     keep = [
         "delta_mean",
         "stein_mv_delta_mean",

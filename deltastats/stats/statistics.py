@@ -61,20 +61,27 @@ def _central(v):
     return m2, m3, m4
 
 
+def _s(c) -> float:
+    """The scale s of a feature array (features are powers of (x − c)/s); 1 when unscaled."""
+    return c.get("s", 1.0)
+
+
 def _mean(v, c, M, B):
-    # The first column is the shifted mean in every layout (P1 = MEAN = 0).
-    return c["c"] + v[..., P1]
+    # The first column is the shifted, scaled mean in every layout (P1 = MEAN = 0).
+    return c["c"] + _s(c) * v[..., P1]
 
 
 def _sq(v, c, M, B):
-    return c["c"] * c["c"] + 2 * c["c"] * v[..., P1] + v[..., P2]
+    s = _s(c)
+    return c["c"] * c["c"] + 2 * c["c"] * (s * v[..., P1]) + (s * s) * v[..., P2]
 
 
 def _var(v, c, M, B, q=P1_SQ):
     # (V): plug-in variance plus the unbiasing term for clustered sampling; column q holds the
     # per-network squared mean (P1_SQ in the power layout, SQ_MEAN in the scalar one).
     p1 = v[..., P1]
-    return v[..., P2] - p1 * p1 + (v[..., q] - p1 * p1) / (M - 1)
+    s = _s(c)
+    return (s * s) * (v[..., P2] - p1 * p1 + (v[..., q] - p1 * p1) / (M - 1))
 
 
 def _skew(v, c, M, B):
@@ -122,18 +129,20 @@ def _icc3(v, c, M, B):
 
 def _grad_sq(v, c, M, B):
     # E‖G‖² = N · E[G_ij²] (pooled over the N entries) with G = c + (G − c).
-    return c["N"] * (c["c"] * c["c"] + 2 * c["c"] * v[..., MEAN] + v[..., MEAN_SQ])
+    s = _s(c)
+    return c["N"] * (c["c"] * c["c"] + 2 * c["c"] * (s * v[..., MEAN]) + (s * s) * v[..., MEAN_SQ])
 
 
 def _stein(v, c, M, B):
     # Integration by parts (Stein's lemma) for Gaussian z_j:
     # E[δ_j] ≈ E[L·(z_j − μ_j)]/σ_j² = Cov(L, z_j)/Var(z_j).
+    # In scaled units the ratio is (s_ℓ s_z)/(s_z²) = s_ℓ/s_z times the plain one.
     ell, ellz, zm, z2 = v[..., ST_LOSS], v[..., ST_LOSS_Z], v[..., ST_Z], v[..., ST_Z_SQ]
-    return (ellz - ell * zm) / (z2 - zm * zm)
+    return c.get("ratio", 1.0) * ((ellz - ell * zm) / (z2 - zm * zm))
 
 
 def _stein_gap(v, c, M, B):
-    return _stein(v, c, M, B) - (c["c_d"] + v[..., ST_DELTA])
+    return _stein(v, c, M, B) - (c["c_d"] + c.get("s_d", 1.0) * v[..., ST_DELTA])
 
 
 def _mv(v, c, M, B):
@@ -141,7 +150,7 @@ def _mv(v, c, M, B):
 
 
 def _mv_gap(v, c, M, B):
-    return c["c_s"] + v[..., MV_S] - c["c_d"] - v[..., MV_DELTA]
+    return c["c_s"] + v[..., MV_S] - c["c_d"] - c.get("s_d", 1.0) * v[..., MV_DELTA]
 
 
 def _uv(v, c, M, B):
@@ -149,7 +158,7 @@ def _uv(v, c, M, B):
 
 
 def _uv_gap(v, c, M, B):
-    return c["c_u"] + v[..., MV_U] - c["c_d"] - v[..., MV_DELTA]
+    return c["c_u"] + v[..., MV_U] - c["c_d"] - c.get("s_d", 1.0) * v[..., MV_DELTA]
 
 
 @dataclass(frozen=True)
