@@ -436,7 +436,7 @@ def _run_alone(task: tuple) -> tuple[str, str, float, object]:
         executor = get_reusable_executor(max_workers=1, reuse=False)
         return executor.submit(_run_point, *task).result()
     except TerminatedWorkerError as err:
-        cause = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+        cause = " ".join(str(err).split()) or repr(err)
         record = {
             "point": task[2],
             "error": "the worker process computing this point died (killed by the system, "
