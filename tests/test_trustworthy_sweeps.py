@@ -487,6 +487,7 @@ def test_sweep_interrupted_is_a_keyboard_interrupt_with_the_count():
 
 def test_interrupt_inside_run_sweep_saves_the_manifest(tmp_path, monkeypatch):
     import deltastats.workflow.sweeps as sweeps_mod
+    from deltastats.workflow.points import _run_point
 
     calls = []
 
@@ -495,7 +496,7 @@ def test_interrupt_inside_run_sweep_saves_the_manifest(tmp_path, monkeypatch):
             if len(calls) == 2:
                 raise KeyboardInterrupt
             calls.append(t[3])
-            yield sweeps_mod._run_point(*t)
+            yield _run_point(*t)
 
     monkeypatch.setattr(sweeps_mod, "_run_local_robust", interrupted_after_two)
     with pytest.raises(SweepInterrupted, match="2 of 4 points saved"):
