@@ -472,7 +472,7 @@ def test_sigterm_and_ctrl_c_stop_cleanly_and_resume(tmp_path, sig):
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
     saved = len(list((out / "points").glob("*.parquet")))
-    assert f" of 8 points saved in {out}; rerun with --resume" in stderr
+    assert " of 8 points saved; rerun with --resume" in stderr and str(out) in stderr
     assert alive == [] and not (out / "sweep.lock").exists()
     assert saved >= 1
     resumed = run_sweep(cfg, out=out, resume=True, progress=False)
@@ -482,7 +482,7 @@ def test_sigterm_and_ctrl_c_stop_cleanly_and_resume(tmp_path, sig):
 def test_sweep_interrupted_is_a_keyboard_interrupt_with_the_count():
     stop = SweepInterrupted(3, 8, Path("out"))
     assert isinstance(stop, KeyboardInterrupt)
-    assert str(stop) == "3 of 8 points saved in out; rerun with --resume"
+    assert str(stop) == "3 of 8 points saved; rerun with --resume (folder out)"
 
 
 def test_interrupt_inside_run_sweep_saves_the_manifest(tmp_path, monkeypatch):

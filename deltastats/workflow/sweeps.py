@@ -345,7 +345,7 @@ class SweepInterrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM stopped a sweep; finished points are saved (``--resume`` goes on)."""
 
     def __init__(self, saved: int, total: int, folder: Path) -> None:
-        super().__init__(f"{saved} of {total} points saved in {folder}; rerun with --resume")
+        super().__init__(f"{saved} of {total} points saved; rerun with --resume (folder {folder})")
         self.saved, self.total, self.folder = saved, total, folder
 
     def __str__(self) -> str:
