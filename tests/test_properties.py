@@ -210,7 +210,7 @@ def estimate_case(draw):
     return net, kw, bad
 
 
-@settings(max_examples=120, **SETTINGS)
+@settings(max_examples=60, **SETTINGS)
 @given(estimate_case())
 def test_estimate_finite_or_a_clean_error(case):
     net, kw, suspects = case

@@ -510,3 +510,27 @@ def test_interrupt_inside_run_sweep_saves_the_manifest(tmp_path, monkeypatch):
     np.testing.assert_array_equal(
         resumed.table["estimate"], _run(TINY, tmp_path / "full").table["estimate"]
     )
+
+
+@pytest.mark.slow
+def test_two_real_sweeps_on_one_folder_the_second_refuses(tmp_path, capsys):
+    from deltastats.cli import main
+
+    cfg = tmp_path / "slow.toml"
+    cfg.write_text(SLOW)
+    out = tmp_path / "shared"
+    cmd = [sys.executable, "-m", "deltastats", "sweep", str(cfg), "--out", str(out), "--quiet"]
+    first = subprocess.Popen(
+        [*cmd, "--jobs", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not (out / "sweep.lock").exists():
+            time.sleep(0.02)
+        assert main(["sweep", str(cfg), "--out", str(out), "--quiet", "--resume"]) == 2
+        err = capsys.readouterr().err
+        assert f"another sweep (pid {first.pid}" in err and str(out) in err
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=60)
+    assert first.returncode == 130 and not (out / "sweep.lock").exists()
