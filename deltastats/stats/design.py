@@ -8,6 +8,7 @@ only on (seed, m): never on ``chunk``, on how many networks are drawn at once, o
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,9 +46,22 @@ def pass_bytes(net: MLP, batch: int, chunk: int, dtype=np.float64) -> int:
     return int(chunk) * int(per_net)
 
 
+#: (time.monotonic() of the reading, bytes): validating 10⁴ sweep points reads it once a second.
+_MEMORY_READING: list = [-1.0, None]
+
+
 def available_memory() -> int | None:
     """Bytes of memory this process may still allocate: ``MemAvailable`` of the system,
-    capped by a cgroup (container) limit minus its usage; ``None`` when unknown."""
+    capped by a cgroup (container) limit minus its usage; ``None`` when unknown. Read at most
+    once a second."""
+    if time.monotonic() - _MEMORY_READING[0] < 1.0:
+        return _MEMORY_READING[1]
+    value = _read_available_memory()
+    _MEMORY_READING[:] = [time.monotonic(), value]
+    return value
+
+
+def _read_available_memory() -> int | None:
     candidates = []
     try:
         with open("/proc/meminfo") as f:
