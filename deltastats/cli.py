@@ -48,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("--quick", action="store_true", help="apply the config's [quick] sizes")
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
     sw.add_argument(
+        "--max-points",
+        type=int,
+        default=None,
+        help="run sweeps larger than the default limit of 10000 points (up to this many)",
+    )
+    sw.add_argument(
         "--scheduler",
         default=None,
         help="Dask scheduler address (tcp://HOST:PORT) to run the points on a cluster",
@@ -71,24 +77,39 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from .workflow.sweeps import run_sweep
+    from .workflow.sweeps import MAX_POINTS, SweepInterrupted, run_sweep
 
-    res = run_sweep(
-        args.config,
-        out=args.out,
-        jobs=args.jobs,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        quick=args.quick,
-        progress=not args.quiet,
-        scheduler=args.scheduler,
+    if args.resume and args.overwrite:
+        raise ValueError("--resume and --overwrite exclude each other; pass one")
+    try:
+        res = run_sweep(
+            args.config,
+            out=args.out,
+            jobs=args.jobs,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            quick=args.quick,
+            progress=not args.quiet,
+            scheduler=args.scheduler,
+            max_points=MAX_POINTS if args.max_points is None else args.max_points,
+        )
+    except SweepInterrupted as stop:
+        print(f"\ndeltastats: interrupted: {stop}", file=sys.stderr)
+        return 130
+    done = res.table["point"].nunique() if not res.table.empty else 0
+    print(
+        f"{done} of {res.n_points} points finished ({len(res.ran)} run now), "
+        f"{len(res.failed)} failed"
     )
-    n_points = res.table["point"].nunique() if not res.table.empty else 0
-    print(f"{n_points} points finished ({len(res.ran)} run now), {len(res.failed)} failed")
+    for pid, why in res.rerun.items():
+        print(f"  rerun {pid}: its file was not trusted ({why})")
     for pid, err in res.failed.items():
         print(f"  failed {pid}: {err}")
-    print(f"table: {res.out_dir / 'results.parquet'}")
-    return 1 if res.failed else 0
+    if res.table_path is not None:
+        print(f"table: {res.table_path}")
+    else:
+        print("no table written (no point finished)")
+    return 1 if res.failed or done < res.n_points else 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -135,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"deltastats: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\ndeltastats: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -85,7 +85,12 @@ class Trace:
 
 
 def _check_array(name: str, a, M: int, width: int, batch: int | None = None) -> np.ndarray:
-    a = np.asarray(a)
+    try:
+        a = np.asarray(a)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{name} must be a numeric array (e.g. shape (B, n)), got {a!r:.80}"
+        ) from None
     if a.dtype.kind not in "fiu":
         raise ValueError(f"{name} must be a numeric array, got dtype {a.dtype}")
     ok = (a.ndim == 2) or (a.ndim == 3 and a.shape[0] == M)
@@ -96,6 +101,9 @@ def _check_array(name: str, a, M: int, width: int, batch: int | None = None) -> 
             else (f"({batch}, {width}) or ({M}, {batch}, {width})")
         )
         raise ValueError(f"{name} has shape {a.shape}; expected {want}")
+    if a.shape[-2] == 0:
+        # B = 0 would divide by zero in the batch mean (4): there is nothing to average.
+        raise ValueError(f"{name} has no inputs (B = 0, shape {a.shape}); B must be >= 1")
     if not np.all(np.isfinite(a)):
         raise ValueError(f"{name} contains NaN or inf")
     return a
@@ -171,6 +179,8 @@ def backprop(
     and BLAS always runs single-threaded here, so no arithmetic depends on how the networks
     are split; the tests check it.
     """
+    if not isinstance(net, MLP):
+        raise ValueError(f"net must be an MLP, got {type(net).__name__}")
     lossf = get_loss(loss)
     if not isinstance(params, Params):
         raise ValueError("params must be the Params returned by net.sample(...)")
@@ -192,6 +202,12 @@ def backprop(
             "labels: entries >= 0 summing to 1); use targets.one_hot(n_classes)"
         )
     L = net.depth
+    if keep_layers is not None and (
+        isinstance(keep_layers, str | bytes) or not isinstance(keep_layers, Iterable)
+    ):
+        raise checks.ArgumentTypeError(
+            f"keep_layers must be an iterable of layers in 1 … {L} or None, got {keep_layers!r}"
+        )
     keep = (
         set(range(1, L + 1))
         if keep_layers is None

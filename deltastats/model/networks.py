@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import checks
 from .._parallel import default_threads, executor
 from .activations import Activation, get_activation
 from .seeding import SeedLike, network_rngs
@@ -24,14 +25,31 @@ FloatOrSeq = float | Sequence[float]
 
 
 def _per_layer(value: FloatOrSeq, n_layers: int, name: str, *, positive: bool) -> tuple:
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        values = (float(value),) * n_layers
+    """One float per weight layer from a number or a sequence of numbers.
+
+    Strings are never parsed (``"12"`` is not the sequence ``(1.0, 2.0)`` nor the number 12)
+    and ``bool`` is not a number, so a config typo is an error instead of a silent value.
+    """
+    if isinstance(value, str | bytes) or not (
+        isinstance(value, numbers.Real | Sequence | np.ndarray)
+    ):
+        raise checks.ArgumentTypeError(
+            f"{name} must be a number or a sequence of numbers, got {value!r}"
+        )
+    if isinstance(value, numbers.Real):
+        values = (checks.real(name, value),) * n_layers
     else:
-        try:
-            values = tuple(float(v) for v in value)  # type: ignore[union-attr]
-        except TypeError:
-            msg = f"{name} must be a number or a sequence of numbers, got {value!r}"
-            raise ValueError(msg) from None
+        items = list(np.asarray(value, dtype=object).ravel()) if np.ndim(value) else [value]
+        if np.ndim(value) > 1:
+            raise ValueError(f"{name} given per layer must be a flat sequence, got {value!r}")
+        values = []
+        for v in items:
+            if isinstance(v, str | bytes) or not checks._is_real(v):
+                raise checks.ArgumentTypeError(
+                    f"{name} must be a number or a sequence of numbers, got {value!r}"
+                )
+            values.append(float(v))
+        values = tuple(values)
         if len(values) != n_layers:
             raise ValueError(
                 f"{name} given per layer needs one value per weight layer ({n_layers} for "
@@ -218,9 +236,13 @@ class MLP:
             raise ValueError(f"n_networks must be >= 1, got {n_networks}")
         if isinstance(start, bool) or not isinstance(start, numbers.Integral) or start < 0:
             raise ValueError(f"start must be a non-negative int, got {start!r}")
-        dtype = np.dtype(dtype)
-        if dtype not in (np.float32, np.float64):
-            raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+        try:
+            resolved = np.dtype(dtype)
+        except TypeError:
+            resolved = None
+        if resolved not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be np.float32 or np.float64, got {dtype!r}")
+        dtype = resolved
         # Preallocate and fill network by network: no per-network lists to stack (which would
         # hold every parameter twice).
         weights = tuple(

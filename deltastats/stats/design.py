@@ -8,6 +8,7 @@ only on (seed, m): never on ``chunk``, on how many networks are drawn at once, o
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +25,113 @@ from .intervals import check_method_confidence
 #: Floats of traces, parameters and gradients per engine pass when ``chunk`` is not given
 #: (2²² floats = 32 MB in float64).
 CHUNK_FLOATS = 2**22
+
+
+def pass_bytes(net: MLP, batch: int, chunk: int, dtype=np.float64) -> int:
+    """Bytes one engine pass of ``chunk`` networks holds at its peak (an estimate).
+
+    Per network: parameters and weight gradients (n_w + n_b each, n_w = Σ_l n_l·n_{l−1},
+    n_b = Σ_l n_l), inputs and targets B·(n_0 + n_L), and the trace z, h, δ of every layer
+    (3·B·Σ_{l≥1} n_l); the parameters are drawn in float64 before a cast to float32.
+    """
+    widths = net.widths
+    n_w = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+    n_b = sum(widths[1:])
+    item = np.dtype(dtype).itemsize
+    per_net = (
+        2 * (n_w + n_b) * item
+        + batch * (widths[0] + widths[-1] + 3 * n_b + 1) * item
+        + (8 * max(a * b for a, b in zip(widths[:-1], widths[1:])) if item < 8 else 0)
+    )
+    return int(chunk) * int(per_net)
+
+
+#: (time.monotonic() of the reading, bytes): validating 10⁴ sweep points reads it once a second.
+_MEMORY_READING: list = [-1.0, None]
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process may still allocate: ``MemAvailable`` of the system,
+    capped by a cgroup (container) limit minus its usage; ``None`` when unknown. Read at most
+    once a second."""
+    if time.monotonic() - _MEMORY_READING[0] < 1.0:
+        return _MEMORY_READING[1]
+    value = _read_available_memory()
+    _MEMORY_READING[:] = [time.monotonic(), value]
+    return value
+
+
+def _read_available_memory() -> int | None:
+    candidates = []
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    candidates.append(int(line.split()[1]) * 1024)
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    for limit_file, usage_file in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        (
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+            "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+        ),
+    ):
+        try:
+            with open(limit_file) as f:
+                limit = f.read().strip()
+            with open(usage_file) as f:
+                usage = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < 1 << 60:  # "max" or a huge number: no limit
+            candidates.append(max(0, int(limit) - usage))
+        break
+    return min(candidates) if candidates else None
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.3g} GB"
+
+
+def check_memory(
+    net: MLP, batch: int, chunk: int, dtype=np.float64, *, available: int | None = None
+) -> None:
+    """Refuse, before any work, an engine pass that cannot fit in memory.
+
+    Raises
+    ------
+    ValueError
+        Naming the knob to lower: ``chunk`` (networks per pass, or ``n_networks`` when the
+        chunk defaults to it) when a smaller chunk would fit, else the layer sizes (``width``,
+        ``depth``, ``batch``), since one network alone does not fit.
+    """
+    available = available_memory() if available is None else available
+    if available is None:
+        return
+    need = pass_bytes(net, batch, chunk, dtype)
+    if need <= available:
+        return
+    one = pass_bytes(net, batch, 1, dtype)
+    if one > available:
+        raise ValueError(
+            f"one network of widths {_short(net.widths)} with batch {batch} needs about "
+            f"{_gb(one)} per engine pass but about {_gb(available)} of memory is available; "
+            "lower width, depth or batch"
+        )
+    fits = max(1, available // max(one, 1))
+    raise ValueError(
+        f"chunk = {chunk} networks per engine pass needs about {_gb(need)} but about "
+        f"{_gb(available)} of memory is available; lower chunk (or n_networks) to at most "
+        f"{fits}"
+    )
+
+
+def _short(widths: tuple[int, ...]) -> str:
+    if len(widths) <= 6:
+        return str(widths)
+    return f"({widths[0]}, {widths[1]}, …, {widths[-1]}) (depth {len(widths) - 1})"
 
 
 @dataclass(frozen=True)
@@ -145,6 +253,7 @@ class Design:
             put("chunk", int(max(1, min(self.n_networks, CHUNK_FLOATS // per_net))))
         else:
             put("chunk", checks.positive_int("chunk", self.chunk))
+        check_memory(self.net, self.batch, min(self.chunk, self.n_networks), dtype)
 
     @property
     def keep_networks(self) -> bool:

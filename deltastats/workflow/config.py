@@ -40,6 +40,7 @@ from ..model import targets as targets_mod
 from ..model.activations import get_activation
 from ..model.losses import get_loss
 from ..model.networks import INITS, MLP
+from ..stats.design import check_memory
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ class Experiment:
     data: str | None = None
 
     def __post_init__(self) -> None:
+        check_folder_name("name", self.name)
         for key in ("width", "depth", "output_width", "n_networks", "batch", "chunk"):
             _positive_int(key, getattr(self, key))
         if self.input_width is not None:
@@ -121,8 +123,20 @@ class Experiment:
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, numbers.Real) or not np.isfinite(v):
                 raise ValueError(f"{key} must be a finite number, got {v!r}")
+        for key in ("sigma_w", "sigma_b", "weight_decay"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)!r}")
         if self.widths is not None:
+            if isinstance(self.widths, str | bytes | dict) or not isinstance(
+                self.widths, list | tuple
+            ):
+                raise ValueError(f"widths must be a list of ints, got {self.widths!r}")
+            for w in self.widths:
+                _positive_int("widths entries", w)
             object.__setattr__(self, "widths", tuple(self.widths))
+        for key in ("activation", "output_activation", "loss", "init", "inputs", "targets"):
+            if not isinstance(getattr(self, key), str):
+                raise ValueError(f"{key} must be a name (a string), got {getattr(self, key)!r}")
         for key, valid in (("inputs", inputs_mod.INPUT_LAWS), ("targets", targets_mod.TARGET_LAWS)):
             valid = (*valid, "data")
             if getattr(self, key) not in valid:
@@ -134,9 +148,35 @@ class Experiment:
         get_activation(self.activation)
         get_activation(self.output_activation, argument="output_activation")
         get_loss(self.loss)
-        self.net()  # validates the widths and the weight law
+        if self.inputs in ("gaussian", "sphere") and self.q0 <= 0:
+            raise ValueError(
+                f"q0 must be > 0 (E|x|^2/n_0 of {self.inputs} inputs), got {self.q0!r}"
+            )
+        n_out = self.layer_widths()[-1]
+        if self.targets == "one_hot" and n_out < 2:
+            raise ValueError(
+                f"targets = 'one_hot' needs an output width >= 2 (one unit per class), got "
+                f"{n_out}; set output_width (or the last of widths)"
+            )
+        if self.loss == "cross_entropy" and not (
+            self.targets == "one_hot"
+            or (
+                self.targets == "constant"
+                and self.target_value >= 0
+                and abs(self.target_value * n_out - 1.0) <= 1e-6
+            )
+        ):
+            raise ValueError(
+                "loss = 'cross_entropy' needs targets whose rows are probability vectors: "
+                "targets = 'one_hot' (or 'constant' with target_value = 1/output width), got "
+                f"targets = {self.targets!r}"
+            )
+        net = self.net()  # validates the widths and the weight law
         if self.inputs == "data" or self.targets == "data" or self.data is not None:
             self._data()  # reads the file and checks it against the widths
+        self.input_law()
+        self.target_law()
+        check_memory(net, self.batch, min(self.chunk, self.n_networks), self.np_dtype)
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
@@ -155,11 +195,27 @@ class Experiment:
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Experiment:
-        """Read a flat TOML file of :class:`Experiment` fields."""
-        with open(path, "rb") as f:
-            values = tomllib.load(f)
+        """Read a flat TOML file of :class:`Experiment` fields.
+
+        Raises
+        ------
+        ValueError
+            The path is not a readable file, the file is not TOML, or a key or value is
+            invalid (one line naming it).
+        """
+        path = Path(path)
+        if not path.is_file():
+            what = "is a directory, not a file" if path.is_dir() else "does not exist"
+            raise ValueError(f"config {str(path)!r} {what}")
+        try:
+            with open(path, "rb") as f:
+                values = tomllib.load(f)
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(f"{path}: not valid TOML: {err}") from None
+        except OSError as err:
+            raise ValueError(f"cannot read config {str(path)!r}: {err.strerror}") from None
         if isinstance(values.get("data"), str):  # relative to the config file
-            values["data"] = str(Path(path).parent / values["data"])
+            values["data"] = str(path.parent / values["data"])
         return cls.from_dict(values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -270,6 +326,32 @@ def sigma_aliases(d: dict) -> dict:
                 raise ValueError(f"{alias} must be a number >= 0, got {v!r}")
             out[key] = float(np.sqrt(v))
     return out
+
+
+def check_folder_name(key: str, name: Any) -> str:
+    """``name`` as a plain folder name: it decides where results go, so it must not leave the
+    output folder (no ``/``, ``\\``, ``..`` or absolute path) and must be a non-empty string.
+
+    Raises
+    ------
+    ValueError
+        Naming ``key``.
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"{key} must be a string (a plain folder name), got {name!r}")
+    bad = (
+        not name.strip()
+        or name in (".", "..")
+        or name != name.strip()
+        or any(c in name for c in "/\\:\0")
+        or any(ord(c) < 32 for c in name)
+    )
+    if bad:
+        raise ValueError(
+            f"{key} must be a plain folder name (no '/', '\\', ':', '..', leading or trailing "
+            f"spaces), got {name!r}"
+        )
+    return name
 
 
 def _positive_int(key: str, v: Any) -> None:

@@ -87,7 +87,12 @@ def write_json_atomic(path: str | Path, obj: Any) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=False, default=str)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=False, default=str)
+        os.replace(tmp, path)
+    finally:
+        # A full disk fails inside json.dump: leave no half-written temporary behind.
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return path

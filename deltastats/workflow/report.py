@@ -422,9 +422,11 @@ def write_report(folder: str | Path, *, max_rows: int = 80) -> Report:
         tables += [folder / "comparison.csv", folder / "comparison.tex"]
     cfg = meta.get("config", {})
     title = meta.get("name") or cfg.get("name", folder.name)
-    md = [f"# deltastats report: {title}", ""]
+    # name and description come from the user's config: escaped, so that a "<script>" in
+    # them stays text in every Markdown renderer that passes HTML through.
+    md = [f"# deltastats report: {_md_text(title)}", ""]
     if cfg.get("description"):
-        md += [cfg["description"], ""]
+        md += [_md_text(cfg["description"]), ""]
     md += ["## Summary", "", summary, ""]
     key = key_statistics(table, params)
     if not key.empty:
@@ -480,3 +482,8 @@ def _html(title, summary, body, figs, cfg, meta) -> str:
         f"<h2>Provenance</h2><pre>{html.escape(json.dumps(prov, indent=2, default=str))}</pre>"
         "</body></html>"
     )
+
+
+def _md_text(value) -> str:
+    """``value`` as Markdown text: HTML special characters escaped (no raw HTML)."""
+    return html.escape(str(value), quote=False)

@@ -204,6 +204,9 @@ def run_experiment(
     RunResult
     """
     exp = Experiment() if exp is None else exp
+    if not isinstance(exp, Experiment):
+        raise ValueError(f"exp must be an Experiment or None, got {type(exp).__name__}")
+    folder = None if out_dir is None else _writable_folder(Path(out_dir) / exp.name)
     started = now()
     settings = analysis_settings(confidence, method, alpha, correction)
     table = analyse(
@@ -215,12 +218,9 @@ def run_experiment(
         correction=correction,
     )
     files: list[Path] = []
-    folder = None
-    if out_dir is not None:
+    if folder is not None:
         from .report import write_report
 
-        folder = Path(out_dir) / exp.name
-        folder.mkdir(parents=True, exist_ok=True)
         csv = folder / "per_layer.csv"
         table.to_csv(csv, index=False)
         samples = gaussianity_samples(exp)
@@ -239,6 +239,22 @@ def run_experiment(
         rep = write_report(folder)
         files += [rep.markdown, rep.html, *rep.figures, *rep.tables]
     return RunResult(table, folder, tuple(files))
+
+
+def _writable_folder(folder: Path) -> Path:
+    """Create ``folder`` and check that files can be written there, before any work; remove
+    the temporaries an earlier run killed mid-write left behind."""
+    import tempfile
+
+    from .folder import clean_temporaries
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.NamedTemporaryFile(dir=folder, delete=True).close()
+    except OSError as err:
+        raise ValueError(f"cannot write to the output folder {str(folder)!r}: {err}") from None
+    clean_temporaries(folder, ("metadata.json", "per_layer.csv", "samples.parquet"))
+    return folder
 
 
 def print_table(table: pd.DataFrame, statistics=("delta_mean", "delta_sq", "z_kurt")) -> None:

@@ -14,21 +14,44 @@ A sweep config is a TOML file::
     [grid]                         # cartesian product over these (lists)
     sigma_w2 = [1.0, 1.5, 2.0]     # σ_w² (sigma_w2/sigma_b2 are accepted as aliases)
     sigma_b2 = [0.0, 0.05]
+    seed = [0, 1, 2]               # replicates: three independent runs of every point
 
     [quick]                        # overrides of [base] for --quick (tests, smoke runs)
     n_networks = 16
 
-``[[points]]`` tables list explicit points instead of (or combined with) the grid.
-``paired = true`` gives every point the sweep seed itself (common random numbers): points then
-share their networks' random streams, so differences between points are paired (e.g. the loss
-with and without the ½ sees the very same networks and inputs).
+``[[points]]`` tables list explicit points instead of (or combined with) the grid. ``name`` is
+a plain folder name (no ``/``, ``..``): every file a sweep writes stays inside its output
+folder. A sweep of more than :data:`MAX_POINTS` points is refused unless ``max_points``
+(``--max-points``) allows it, and two points with the same experiment (``sigma_w2 = [1.0,
+1.0]``, or ``sigma_w2`` beside the equivalent ``sigma_w``) are an error listing them.
 
-Each point's seed is derived from (sweep seed, the point's full parameters) through
-``np.random.SeedSequence``, so a point's numbers do not depend on the order of the points, the
-number of jobs, or which other points are in the sweep. Each finished point is written
-atomically (temporary file + rename) to ``points/<point id>.parquet``; ``resume=True`` skips
-finished points, and a point that raises is recorded in ``points/<id>.error.json`` while the
-others go on.
+**Replicates.** A ``seed`` in ``[base]``, ``[grid]`` or ``[[points]]`` is a replicate number:
+each value is one more parameter of the point, with its own point id, its own derived seed and
+its own rows (the ``seed`` column of the table). ``seed = 0`` is the same as no replicate.
+
+Each point's seed is derived from (sweep seed, the point's full parameters, its replicate)
+through ``np.random.SeedSequence``, so a point's numbers do not depend on the order of the
+points, the number of jobs, or which other points are in the sweep. ``paired = true`` gives
+every point of a replicate the same seed (the sweep seed itself without replicates; common
+random numbers): points then share their networks' random streams, so differences between
+points are paired (e.g. the loss with and without the ½ sees the very same networks and
+inputs).
+
+**Checkpoints.** Each finished point is written atomically (temporary file + rename) to
+``points/<point id>.parquet``, after its record ``points/<point id>.json`` (id, config hash,
+size, SHA-256); ``manifest.json`` lists every point's id, parameters, config hash, file and
+checksum. ``resume=True`` keeps the finished points whose file matches its record and reruns
+the others (missing, failed, truncated, edited, or another point's or config's file, each
+with a :class:`ResumeWarning` naming it), all checked before any point runs. ``overwrite``
+removes only the files the manifest records. A point that raises is recorded in
+``points/<id>.error.json`` while the others go on; so is a point whose worker process is
+killed (e.g. out of memory).
+
+**One writer.** A lock file ``sweep.lock`` (pid, host, start time) keeps a second sweep out of
+the folder; a lock whose process is dead is taken over with a warning. Worker processes exit
+when the sweep's process dies; SIGTERM stops a sweep like Ctrl-C (finished points kept,
+:class:`SweepInterrupted` says how many). Temporaries left by a kill are removed on the next
+run.
 """
 
 from __future__ import annotations
@@ -38,11 +61,13 @@ import difflib
 import hashlib
 import itertools
 import json
+import math
 import os
+import signal
 import tempfile
-import time
+import threading
 import tomllib
-import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,13 +75,30 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import checks
 from .._parallel import usable_cpus
-from .config import Experiment
+from .config import Experiment, check_folder_name
 from .config import sigma_aliases as _aliases
+from .folder import FolderLock, clean_temporaries
 from .metadata import metadata, now, write_json_atomic
+from .points import (
+    _MANIFEST,
+    _POINT_FILE,
+    _check_scheduler,
+    _load_json,
+    _point_files,
+    _recorded_files,
+    _run_dask,
+    _run_local_robust,
+    _verify,
+    _write_parquet_atomic,
+)
 
 SWEEP_KEYS = ("name", "seed", "paired", "description", "base", "grid", "points", "quick")
 PointFn = Callable[[Experiment], pd.DataFrame]
+
+#: Largest sweep :func:`load_sweep` accepts unless ``max_points`` says otherwise.
+MAX_POINTS = 10_000
 
 
 @dataclass(frozen=True)
@@ -109,40 +151,79 @@ def point_seed(sweep_seed: int, params: dict) -> int:
 def _check_keys(d: dict, valid, where: str) -> None:
     for key in d:
         if key not in valid:
-            close = difflib.get_close_matches(key, list(valid), n=1)
+            close = difflib.get_close_matches(str(key), list(valid), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"unknown key {key!r} in {where}{hint}")
 
 
-def load_sweep(config: str | Path | dict, *, quick: bool = False) -> Sweep:
+def _read_config(config) -> dict:
+    if isinstance(config, str | Path):
+        path = Path(config)
+        if path.is_dir():
+            raise ValueError(f"sweep config {str(path)!r} is a directory, not a TOML file")
+        if not path.is_file():
+            raise ValueError(f"sweep config {str(path)!r} does not exist")
+        try:
+            with open(path, "rb") as f:
+                cfg = tomllib.load(f)
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(f"{path}: not valid TOML: {err}") from None
+        except OSError as err:
+            raise ValueError(f"cannot read sweep config {str(path)!r}: {err.strerror}") from None
+        cfg.setdefault("name", path.stem)
+        return cfg
+    if not isinstance(config, dict):
+        raise ValueError(
+            f"config must be a TOML path, a dict or a Sweep, got {type(config).__name__}"
+        )
+    return dict(config)
+
+
+def _replicate(value, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"seed in {where} must be a non-negative int (a replicate), got {value!r}")
+    return value
+
+
+def load_sweep(
+    config: str | Path | dict, *, quick: bool = False, max_points: int = MAX_POINTS
+) -> Sweep:
     """Read and validate a sweep config (TOML path or dict); every point is checked up front.
+
+    Parameters
+    ----------
+    config : path or dict
+        See the module docstring.
+    quick : bool
+        Apply the ``[quick]`` overrides.
+    max_points : int
+        Refuse a sweep of more points than this (counted before any point is built).
 
     Raises
     ------
     ValueError
-        Unknown keys (with the closest valid one), values of the wrong type, an empty grid.
+        One line naming the key: unknown keys (with the closest valid one), values of the
+        wrong type, an empty grid, a ``name`` that is not a plain folder name, more than
+        ``max_points`` points, duplicate points (the same experiment twice).
     """
-    if isinstance(config, str | Path):
-        path = Path(config)
-        if not path.is_file():
-            raise ValueError(f"sweep config {str(path)!r} does not exist")
-        with open(path, "rb") as f:
-            try:
-                cfg = tomllib.load(f)
-            except tomllib.TOMLDecodeError as err:
-                raise ValueError(f"{path}: not valid TOML: {err}") from None
-        cfg.setdefault("name", path.stem)
-    else:
-        cfg = dict(config)
+    max_points = checks.positive_int("max_points", max_points)
+    cfg = _read_config(config)
     _check_keys(cfg, SWEEP_KEYS, "the sweep config")
     exp_keys = [f.name for f in dataclasses.fields(Experiment)] + ["sigma_w2", "sigma_b2"]
-    base = dict(cfg.get("base", {}))
-    grid = dict(cfg.get("grid", {}))
-    listed = list(cfg.get("points", [{}]))
-    for where, d in (("[base]", base), ("[grid]", grid), ("[quick]", cfg.get("quick", {}))):
+    tables = {}
+    for key, where in (("base", "[base]"), ("grid", "[grid]"), ("quick", "[quick]")):
+        d = cfg.get(key, {})
         if not isinstance(d, dict):
-            raise ValueError(f"{where} must be a table of Experiment fields")
+            raise ValueError(f"{where} must be a table of Experiment fields, got {d!r:.60}")
         _check_keys(d, exp_keys, where)
+        tables[key] = dict(d)
+    base, grid = tables["base"], tables["grid"]
+    listed = cfg.get("points", [{}])
+    if not isinstance(listed, list) or not all(isinstance(p, dict) for p in listed):
+        raise ValueError(
+            f"[[points]] must be a list of tables of Experiment fields, got {listed!r:.60}"
+        )
+    listed = [dict(p) for p in listed]
     for p in listed:
         _check_keys(p, exp_keys, "[[points]]")
     for key, values in grid.items():
@@ -152,109 +233,79 @@ def load_sweep(config: str | Path | dict, *, quick: bool = False) -> Sweep:
             raise ValueError(f"[grid] {key} is empty: a grid needs at least one value per key")
     if not listed:
         raise ValueError("[[points]] is empty")
+    n_points = len(listed) * math.prod(len(v) for v in grid.values())
+    if n_points > max_points:
+        raise ValueError(
+            f"the sweep has {n_points} points, more than max_points = {max_points}; pass "
+            f"max_points={n_points} (--max-points {n_points}) to run it anyway"
+        )
     if quick:
-        base.update(cfg.get("quick", {}))
-    name = str(cfg.get("name", "sweep"))
+        base.update(tables["quick"])
+    name = check_folder_name("name", cfg.get("name", "sweep"))
+    description = cfg.get("description", "")
+    if not isinstance(description, str):
+        raise ValueError(f"description must be a string, got {description!r}")
     seed = cfg.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     paired = cfg.get("paired", False)
     if not isinstance(paired, bool):
         raise ValueError(f"paired must be true or false, got {paired!r}")
+    if "seed" in base:
+        _replicate(base["seed"], "[base]")
     points, experiments = [], []
     for extra in listed:
         for combo in itertools.product(*grid.values()):
             point = {**extra, **dict(zip(grid, combo))}
             merged = _aliases({**base, **point, "name": name})
-            merged.pop("seed", None)
+            replicate = merged.pop("seed", None)
+            if "seed" in point:
+                where = "[grid]" if "seed" in grid else "[[points]]"
+                _replicate(replicate, where)
             try:
                 exp = Experiment.from_dict(merged)
             except (TypeError, ValueError) as err:
                 raise ValueError(f"point {point}: {err}") from None
             params = {k: v for k, v in exp.to_dict().items() if k not in ("name", "chunk")}
-            pseed = seed if paired else point_seed(seed, params)
+            if replicate is not None:
+                # A replicate is one more parameter of the point: its own seed and id.
+                params["seed"] = replicate
+            if paired:
+                # Common random numbers: every point of one replicate shares the streams.
+                pseed = seed if replicate is None else point_seed(seed, {"seed": replicate})
+            else:
+                pseed = point_seed(seed, params)
             experiments.append(dataclasses.replace(exp, seed=pseed))
             points.append(point)
-    return Sweep(
-        name, seed, tuple(points), tuple(experiments), cfg, str(cfg.get("description", ""))
+    sweep = Sweep(name, seed, tuple(points), tuple(experiments), cfg, description)
+    _check_duplicates(sweep)
+    return sweep
+
+
+def _check_duplicates(sweep: Sweep) -> None:
+    """Two points with the same experiment would be computed once and labelled twice."""
+    groups: dict[str, list[int]] = {}
+    for i in range(len(sweep.experiments)):
+        groups.setdefault(sweep.point_id(i), []).append(i)
+    dups = [g for g in groups.values() if len(g) > 1]
+    if not dups:
+        return
+    shown = "; ".join(" = ".join(str(sweep.points[i]) for i in g[:3]) for g in dups[:5])
+    more = f" (and {len(dups) - 5} more)" if len(dups) > 5 else ""
+    hint = ""
+    if "name" in sweep.swept:
+        hint = " (name is the sweep's folder name, the same for every point, not a parameter)"
+    raise ValueError(
+        f"{sum(len(g) for g in dups)} points are duplicates, the same experiment listed "
+        f"more than once{hint}: {shown}{more}; remove the repeats"
     )
 
 
-def _write_parquet_atomic(df: pd.DataFrame, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _run_point(
-    fn: PointFn,
-    exp: Experiment,
-    point: dict,
-    pid: str,
-    folder: Path,
-    blas_threads: int,
-    write: bool = True,
-) -> tuple[str, str, float, object]:
-    """Worker: run one point and write its table atomically (or return it), or its error.
-
-    With ``write=False`` (a Dask cluster, whose workers may not share this file system) the
-    table or error record is returned and the client writes it.
-    """
-    from threadpoolctl import threadpool_limits
-
-    t0 = time.perf_counter()
-    try:
-        with threadpool_limits(limits=blas_threads):
-            table = fn(exp)
-        table = table.copy()
-        for i, (k, v) in enumerate(point.items()):
-            table.insert(i, k, [v] * len(table))
-        table.insert(0, "point", pid)
-        table.insert(1, "point_seed", exp.seed)
-        if write:
-            _store(folder, pid, table)
-        return pid, "done", time.perf_counter() - t0, None if write else table
-    except Exception as err:  # a failing point must not stop the sweep
-        record = {"point": point, "error": repr(err), "traceback": traceback.format_exc()}
-        if write:
-            _store(folder, pid, record)
-        return pid, "failed", time.perf_counter() - t0, None if write else record
-
-
-def _store(folder: Path, pid: str, payload: pd.DataFrame | dict) -> None:
-    if isinstance(payload, pd.DataFrame):
-        _write_parquet_atomic(payload, folder / f"{pid}.parquet")
-        (folder / f"{pid}.error.json").unlink(missing_ok=True)
-    else:
-        write_json_atomic(folder / f"{pid}.error.json", payload)
-
-
-def _run_local(tasks: list[tuple], workers: int, backend: str):
-    from joblib import Parallel, delayed
-
-    runner = Parallel(n_jobs=workers, backend=backend, return_as="generator_unordered")
-    yield from runner(delayed(_run_point)(*t) for t in tasks)
-
-
-def _run_dask(tasks: list[tuple], scheduler: str):
-    """Run points on a Dask cluster; results come back to this process, which writes them."""
-    try:
-        from distributed import Client, as_completed
-    except ImportError:
-        raise ValueError(
-            "scheduler= needs Dask distributed: pip install 'dask[distributed]'"
-        ) from None
-    with Client(scheduler) as client:
-        futures = [client.submit(_run_point, *t[:-1], False, pure=False) for t in tasks]
-        for fut in as_completed(futures):
-            pid, state, seconds, payload = fut.result()
-            _store(tasks[0][4], pid, payload)
-            yield pid, state, seconds, None
+def config_hash(exp: Experiment, point: dict, fn: PointFn) -> str:
+    """What a point file was computed from: the point's full experiment (with its seed), its
+    labels and the point function. A file whose recorded hash differs is not this point's."""
+    fn_name = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
+    return _digest({"experiment": exp.to_dict(), "point": point, "point_fn": fn_name})
 
 
 @dataclass(frozen=True)
@@ -270,12 +321,42 @@ class SweepResult:
         Point id → error message, for points that raised.
     ran : tuple of str
         Ids of the points computed in this call (finished points skipped on resume are not).
+    n_points : int
+        Points in the sweep.
+    rerun : dict
+        Point id → why its file was not trusted on resume (it was computed again).
     """
 
     table: pd.DataFrame
     out_dir: Path
     failed: dict
     ran: tuple[str, ...]
+    n_points: int = 0
+    rerun: dict = field(default_factory=dict)
+
+    @property
+    def table_path(self) -> Path | None:
+        """``<out>/results.parquet`` when it exists."""
+        path = self.out_dir / "results.parquet"
+        return path if path.is_file() else None
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a sweep; finished points are saved (``--resume`` goes on)."""
+
+    def __init__(self, saved: int, total: int, folder: Path) -> None:
+        super().__init__(f"{saved} of {total} points saved; rerun with --resume (folder {folder})")
+        self.saved, self.total, self.folder = saved, total, folder
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class ResumeWarning(UserWarning):
+    """A point file that does not match the manifest; the point is computed again."""
+
+
+_FOLDER_FILES = ("results.parquet", "metadata.json", _MANIFEST, "points.csv")
 
 
 def run_sweep(
@@ -290,6 +371,7 @@ def run_sweep(
     point_fn: PointFn | None = None,
     backend: str = "loky",
     scheduler: str | None = None,
+    max_points: int = MAX_POINTS,
 ) -> SweepResult:
     """Run every point of a sweep in parallel and write ``<out>/results.parquet``.
 
@@ -298,7 +380,8 @@ def run_sweep(
     config : path, dict or Sweep
         The sweep config (see the module docstring).
     out : path or None
-        Results folder; default ``results/<sweep name>/``.
+        Results folder; default ``results/<sweep name>/``. Every file the sweep writes is
+        inside it.
     jobs : int or None
         CPU cores the sweep may use; ``None`` (default) uses every core this process may use
         (affinity and container quota). The points run in ``min(jobs, points to run)`` worker
@@ -310,9 +393,12 @@ def run_sweep(
         ``jobs``. Results are the same bits for every ``jobs``. Ignored with ``scheduler``
         (the cluster's workers decide; each point then runs single-threaded).
     resume : bool
-        Keep finished points in ``<out>/points/`` and run only the rest.
+        Keep finished points in ``<out>/points/`` and run only the rest (missing and failed
+        points, and points whose file does not match the manifest, with a
+        :class:`ResumeWarning` naming each).
     overwrite : bool
-        Delete finished points of an earlier run and start over.
+        Delete the points an earlier run recorded in its manifest and start over (other files
+        in the folder are left alone). Not together with ``resume``.
     quick : bool
         Apply the config's ``[quick]`` overrides (small sizes).
     progress : bool
@@ -324,23 +410,63 @@ def run_sweep(
         joblib backend for local runs (``"loky"`` processes by default).
     scheduler : str or None
         Address of a Dask distributed scheduler (``"tcp://host:8786"``) to run the points on a
-        cluster instead of local processes. Workers need deltastats installed; they need not
-        share a file system (tables come back to this process, which writes them). Results are
-        identical to a local run: every point's seed depends only on its parameters.
+        cluster instead of local processes (checked to be reachable before any work). Workers
+        need deltastats installed; they need not share a file system (tables come back to
+        this process, which writes them). Results are identical to a local run: every point's
+        seed depends only on its parameters.
+    max_points : int
+        Refuse sweeps of more points (default :data:`MAX_POINTS`).
 
     Returns
     -------
     SweepResult
+
+    Raises
+    ------
+    ValueError
+        Bad config or arguments, an output folder that cannot be written, an unreachable
+        scheduler (all before any work); :class:`~deltastats.workflow.folder.FolderLockedError`
+        when another sweep writes the same folder.
+    SweepInterrupted
+        On Ctrl-C or SIGTERM, after the finished points are saved and the lock released.
+
+    Notes
+    -----
+    Worker processes exit when the main process dies (even by SIGKILL). A worker killed from
+    outside (e.g. by the out-of-memory killer) fails only its point, with that cause; the
+    sweep goes on and writes its tables.
     """
     from tqdm.auto import tqdm
 
-    from .runner import analyse, analysis_settings
+    from .runner import analyse
 
-    sweep = config if isinstance(config, Sweep) else load_sweep(config, quick=quick)
+    if not isinstance(resume, bool) or not isinstance(overwrite, bool):
+        raise ValueError(
+            f"resume and overwrite must be True or False, got {resume!r}, {overwrite!r}"
+        )
+    if resume and overwrite:
+        raise ValueError(
+            "resume and overwrite exclude each other (--resume keeps finished points, "
+            "--overwrite discards them); pass one"
+        )
+    if isinstance(config, Sweep):
+        sweep = config
+        max_points = checks.positive_int("max_points", max_points)
+        if len(sweep.experiments) > max_points:
+            raise ValueError(
+                f"the sweep has {len(sweep.experiments)} points, more than max_points = "
+                f"{max_points}"
+            )
+    else:
+        sweep = load_sweep(config, quick=quick, max_points=max_points)
     if jobs is None:
         jobs = usable_cpus()
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be a positive int or None, got {jobs!r}")
+    if point_fn is not None and not callable(point_fn):
+        raise ValueError(f"point_fn must be a callable Experiment -> DataFrame, got {point_fn!r}")
+    if scheduler is not None:
+        _check_scheduler(scheduler)
     fn = analyse if point_fn is None else point_fn
     folder = Path("results") / sweep.name if out is None else Path(out)
     points_dir = folder / "points"
@@ -350,8 +476,77 @@ def run_sweep(
         probe.close()
     except OSError as err:
         raise ValueError(f"cannot write to the output folder {str(folder)!r}: {err}") from None
-    ids = [sweep.point_id(i) for i in range(len(sweep.experiments))]
-    finished = {p.stem for p in points_dir.glob("*.parquet")}
+    lock = FolderLock(folder).acquire()
+    previous = _sigterm_as_interrupt()
+    try:
+        return _run_locked(
+            sweep,
+            folder,
+            points_dir,
+            fn,
+            jobs,
+            resume,
+            overwrite,
+            quick,
+            progress,
+            backend,
+            scheduler,
+            tqdm,
+        )
+    finally:
+        _restore_sigterm(previous)
+        lock.release()
+
+
+def _sigterm_as_interrupt():
+    """SIGTERM raises KeyboardInterrupt, so a terminated sweep stops as on Ctrl-C (points
+    saved, workers stopped, lock released). Only the main thread may set handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _restore_sigterm(previous) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_locked(
+    sweep,
+    folder,
+    points_dir,
+    fn,
+    jobs,
+    resume,
+    overwrite,
+    quick,
+    progress,
+    backend,
+    scheduler,
+    tqdm,
+) -> SweepResult:
+    from .runner import analyse, analysis_settings
+
+    clean_temporaries(folder, _FOLDER_FILES)
+    for p in [*points_dir.glob("*.tmp"), *points_dir.glob("*.running")]:
+        # Temporaries of atomic writes (<id>.parquet….tmp) and markers of points in flight
+        # when an earlier run died; files not named like a point's are never touched.
+        if _POINT_FILE.match(p.name[:16]) and p.name[16:17] == "." and p.is_file():
+            p.unlink(missing_ok=True)
+    n = len(sweep.experiments)
+    ids = [sweep.point_id(i) for i in range(n)]
+    hashes = [config_hash(sweep.experiments[i], sweep.points[i], fn) for i in range(n)]
+    manifest_doc = _load_json(folder / _MANIFEST) or {}
+    manifest = {
+        e["point"]: e
+        for e in manifest_doc.get("points", [])
+        if isinstance(e, dict) and isinstance(e.get("point"), str)
+    }
+    finished = _point_files(points_dir)
     stale = finished - set(ids)
     if finished and not (resume or overwrite):
         raise ValueError(
@@ -359,54 +554,93 @@ def run_sweep(
             "(--resume) to continue that sweep or overwrite=True (--overwrite) to start over"
         )
     if overwrite:
-        for p in points_dir.iterdir():
-            p.unlink()
+        for p in _recorded_files(points_dir, manifest):
+            p.unlink(missing_ok=True)
+        for p in (folder / "results.parquet", folder / _MANIFEST):
+            p.unlink(missing_ok=True)
+        manifest = {}
         finished = set()
     elif stale:
         raise ValueError(
             f"{folder} holds {len(stale)} points that are not in this sweep (the config "
             "changed?); use --overwrite or another --out"
         )
-    todo = [i for i, pid in enumerate(ids) if pid not in finished]
+    # Every kept file is checked against its record before any point runs.
+    trusted: dict[str, dict] = {}
+    rerun: dict[str, str] = {}
+    for i, pid in enumerate(ids):
+        if pid not in finished:
+            continue
+        why = _verify(points_dir, pid, hashes[i], manifest)
+        if why is None:
+            trusted[pid] = _load_json(points_dir / f"{pid}.json")
+        else:
+            rerun[pid] = why
+            warnings.warn(
+                f"point {pid} {sweep.points[i]}: its file points/{pid}.parquet is not trusted "
+                f"({why}); computing it again",
+                ResumeWarning,
+                stacklevel=3,
+            )
+    todo = [i for i, pid in enumerate(ids) if pid not in trusted]
     started = now()
     # jobs is a core budget: one process per point up to `jobs`, the rest as threads.
     workers = max(1, min(jobs, len(todo)))
     blas = max(1, jobs // workers) if scheduler is None else 1
+    main_pid = os.getpid()
     tasks = [
-        (fn, sweep.experiments[i], sweep.points[i], ids[i], points_dir, blas, True) for i in todo
+        (
+            fn,
+            sweep.experiments[i],
+            sweep.points[i],
+            ids[i],
+            points_dir,
+            blas,
+            True,
+            main_pid,
+            hashes[i],
+        )
+        for i in todo
     ]
     status: dict[str, str] = {}
     if todo:
         results = (
-            _run_local(tasks, workers, backend)
+            _run_local_robust(tasks, workers, backend)
             if scheduler is None
             else _run_dask(tasks, scheduler)
         )
         bar = tqdm(total=len(todo), disable=not progress, desc=sweep.name, unit="point")
-        for pid, state, _, _ in results:
-            status[pid] = state
-            bar.update(1)
+        try:
+            for pid, state, _, record in results:
+                status[pid] = state
+                if state == "done" and record is not None:
+                    trusted[pid] = record
+                bar.update(1)
+        except KeyboardInterrupt:
+            bar.close()
+            _write_manifest(folder, sweep, ids, hashes, trusted, {})
+            raise SweepInterrupted(len(trusted), n, folder) from None
         bar.close()
     failed = {}
     for pid in ids:
         err = points_dir / f"{pid}.error.json"
-        if err.exists() and not (points_dir / f"{pid}.parquet").exists():
-            failed[pid] = json.loads(err.read_text())["error"]
-    tables = [
-        pd.read_parquet(points_dir / f"{pid}.parquet")
-        for pid in ids
-        if (points_dir / f"{pid}.parquet").exists()
-    ]
+        if pid not in trusted and err.exists():
+            record = _load_json(err) or {}
+            failed[pid] = str(record.get("error", "failed (unreadable error record)"))
+    tables = [pd.read_parquet(points_dir / f"{pid}.parquet") for pid in ids if pid in trusted]
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     if not table.empty:
         _write_parquet_atomic(table, folder / "results.parquet")
+    else:
+        (folder / "results.parquet").unlink(missing_ok=True)
+    _write_manifest(folder, sweep, ids, hashes, trusted, failed)
     summary = pd.DataFrame(
         [
             {
                 "point": pid,
                 **sweep.points[i],
-                "seed": sweep.experiments[i].seed,
-                "status": "failed" if pid in failed else "done",
+                "point_seed": sweep.experiments[i].seed,
+                "status": "done" if pid in trusted else "failed" if pid in failed else "missing",
             }
             for i, pid in enumerate(ids)
         ]
@@ -424,11 +658,31 @@ def run_sweep(
             workers=workers if scheduler is None and todo else None,
             threads_per_worker=blas if todo else None,
             quick=quick,
-            analysis=analysis_settings() if point_fn is None else None,
+            analysis=analysis_settings() if fn is analyse else None,
             started=started,
             finished=now(),
             failed=failed,
+            rerun=rerun,
         ),
     )
     ran = tuple(pid for pid in ids if pid in status)
-    return SweepResult(table, folder, failed, ran)
+    return SweepResult(table, folder, failed, ran, n, rerun)
+
+
+def _write_manifest(folder, sweep, ids, hashes, trusted, failed) -> None:
+    """``manifest.json``: every point's id, parameters, config hash, file and checksum."""
+    entries = []
+    for i, pid in enumerate(ids):
+        rec = trusted.get(pid)
+        entries.append(
+            {
+                "point": pid,
+                "params": sweep.points[i],
+                "config_hash": hashes[i],
+                "status": "done" if rec else "failed" if pid in failed else "missing",
+                "file": rec.get("file") if rec else None,
+                "bytes": rec.get("bytes") if rec else None,
+                "sha256": rec.get("sha256") if rec else None,
+            }
+        )
+    write_json_atomic(folder / _MANIFEST, {"name": sweep.name, "points": entries})
