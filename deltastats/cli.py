@@ -105,6 +105,13 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         print(f"  rerun {pid}: its file was not trusted ({why})")
     for pid, err in res.failed.items():
         print(f"  failed {pid}: {err}")
+    if not res.table.empty and "n_overflow" in res.table.columns:
+        per_point = res.table.groupby("point").agg(k=("n_overflow", "max"), m=("n_networks", "max"))
+        for pid, row in per_point[per_point["k"] > 0].iterrows():
+            print(
+                f"  point {pid}: {int(row.k)} of {int(row.k + row.m)} networks excluded "
+                "(numerical overflow); its rows carry no verdict"
+            )
     if res.table_path is not None:
         print(f"table: {res.table_path}")
     else:

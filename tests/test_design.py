@@ -70,3 +70,19 @@ def test_designs_are_frozen_and_normalised():
     assert d.dtype == np.dtype(np.float32) and isinstance(d.weight_decay, float)
     with pytest.raises(AttributeError):
         d.batch = 3  # type: ignore[misc]
+
+
+def test_results_show_themselves_and_intervals_have_names():
+    est = ds.estimate(NET, n_networks=100, batch=4, seed=1)
+    text = repr(est)
+    assert text.startswith("Estimates: 100 networks × 4 inputs; clt intervals at 95%")
+    assert "delta_sq" in text and "±" in text and len(text.splitlines()) == 3 + NET.depth
+    html = est._repr_html_()
+    assert html.startswith("<p><b>Estimates:") and "<table" in html
+    r = est.result("delta_sq", 1)
+    lo, hi = r.confidence_interval
+    assert (lo, hi) == (r.confidence_interval.low, r.confidence_interval.high)
+    assert r.std_error == r.standard_error > 0
+    row = est.per_layer("delta_sq").iloc[0]
+    assert (row.ci_low, row.ci_high, row.std_error) == (lo, hi, r.std_error)
+    assert str(r).startswith("delta_sq (layer 1): ")

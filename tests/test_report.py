@@ -228,3 +228,25 @@ def test_compare_marks_rows_of_excluded_networks_undefined():
     assert (out["verdict"] == "undefined (38 of 100 networks excluded)").all()
     assert out["p_adjusted"].isna().all()
     assert "2 rows have no verdict" in summarize(out) and "0 of 0 rows" in summarize(out)
+
+
+def test_sweep_summary_and_cli_state_excluded_networks_per_point(tmp_path, capsys):
+    from deltastats.cli import main
+
+    cfg = tmp_path / "overflow.toml"
+    cfg.write_text(
+        'name = "ovf"\nseed = 0\n[base]\nactivation = "relu"\nwidth = 8\nn_networks = 30\n'
+        'batch = 2\ndtype = "float32"\nsigma_w = 3.0\n[grid]\ndepth = [3, 80]\n'
+    )
+    with pytest.warns(Warning):
+        assert (
+            main(["sweep", str(cfg), "--out", str(tmp_path / "out"), "--quiet", "--jobs", "1"]) == 0
+        )
+    points = pd.read_csv(tmp_path / "out" / "points.csv").set_index("depth")
+    assert points.loc[3, "excluded_networks"] == 0 and points.loc[3, "networks"] == 30
+    k = int(points.loc[80, "excluded_networks"])
+    assert 0 < k < 30 and points.loc[80, "networks"] == 30
+    out = capsys.readouterr().out
+    assert f"{k} of 30 networks excluded" in out and out.count("networks excluded") == 1
+    md = write_report(tmp_path / "out").markdown.read_text()
+    assert f"{k} of 30 at depth = 80" in md

@@ -14,17 +14,16 @@ file: ``.npz``, ``.npy`` or ``.csv``).
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import checks
 from .seeding import SeedLike, network_rngs, stream_rng
 
 
 def _check_batch(batch: int) -> None:
-    if isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or batch < 1:
-        raise ValueError(f"batch must be a positive int, got {batch!r}")
+    checks.positive_int("batch", batch)
 
 
 @dataclass(frozen=True)

@@ -137,8 +137,7 @@ class MLP:
                 f"widths needs at least two entries (n_0 input, n_L output), got {widths!r}"
             )
         for w in widths:
-            if isinstance(w, bool) or not isinstance(w, numbers.Integral) or w <= 0:
-                raise ValueError(f"widths must be positive integers, got {widths!r}")
+            checks.positive_int("widths entries", w, f" (widths = {widths!r})")
         object.__setattr__(self, "widths", tuple(int(w) for w in widths))
         get_activation(self.activation)
         get_activation(self.output_activation, argument="output_activation")
@@ -230,12 +229,8 @@ class MLP:
         Params
             ``weights[l-1]`` shape ``(M, n_l, n_{l-1})``, ``biases[l-1]`` shape ``(M, n_l)``.
         """
-        if isinstance(n_networks, bool) or not isinstance(n_networks, numbers.Integral):
-            raise ValueError(f"n_networks must be a positive int, got {n_networks!r}")
-        if n_networks < 1:
-            raise ValueError(f"n_networks must be >= 1, got {n_networks}")
-        if isinstance(start, bool) or not isinstance(start, numbers.Integral) or start < 0:
-            raise ValueError(f"start must be a non-negative int, got {start!r}")
+        checks.positive_int("n_networks", n_networks)
+        checks.integer("start", start, 0)
         try:
             resolved = np.dtype(dtype)
         except TypeError:

@@ -12,11 +12,11 @@ network's output), :func:`one_hot` (uniform random classes, for cross-entropy),
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
+from .. import checks
 from .inputs import FromArrays
 from .networks import MLP, forward
 from .seeding import SeedLike, network_rngs, stream_rng
@@ -126,9 +126,7 @@ class OneHot(TargetLaw):
     n_classes: int = 2
 
     def __post_init__(self):
-        k = self.n_classes
-        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 2:
-            raise ValueError(f"targets.one_hot: n_classes must be an int >= 2, got {k!r}")
+        checks.integer("targets.one_hot: n_classes", self.n_classes, 2)
 
     def draw(self, rng, x, n_out):
         if n_out != self.n_classes:

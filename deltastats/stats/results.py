@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -36,18 +37,41 @@ class FewNetworksWarning(UserWarning):
     """Fewer than :data:`MIN_NETWORKS` networks: intervals of skewed statistics are unreliable."""
 
 
+class ConfidenceInterval(NamedTuple):
+    """A confidence interval ``(low, high)``; unpacks as ``lo, hi = ci`` (as scipy's)."""
+
+    low: float
+    high: float
+
+
 @dataclass(frozen=True)
 class EstimateResult:
-    """One estimate with its interval; ``lo, hi = res.confidence_interval``."""
+    """One estimate with its interval; ``lo, hi = res.confidence_interval``.
+
+    ``std_error`` is the column name of the tables; ``standard_error`` is the same number.
+    """
 
     statistic: str
     layer: int
     unit: int
     estimate: float
     standard_error: float
-    confidence_interval: tuple[float, float]
+    confidence_interval: ConfidenceInterval
     n_networks: int
     n_inputs: int
+
+    @property
+    def std_error(self) -> float:
+        """The standard error (the tables' ``std_error`` column)."""
+        return self.standard_error
+
+    def __str__(self) -> str:
+        lo, hi = self.confidence_interval
+        where = f"layer {self.layer}" + ("" if self.unit < 0 else f", unit {self.unit}")
+        return (
+            f"{self.statistic} ({where}): {self.estimate:.6g} ± {self.standard_error:.3g} "
+            f"[{lo:.6g}, {hi:.6g}] from {self.n_networks} networks × {self.n_inputs} inputs"
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,6 +112,43 @@ class Estimates:
     overflow_layers: dict = field(default_factory=dict)
     zero_delta: dict = field(default_factory=dict)
     layer_names: dict = field(default_factory=dict)
+
+    #: Statistics of the notebook/terminal summary (pooled rows, a column each).
+    SUMMARY = ("delta_mean", "delta_sq", "z_var", "z_kurt")
+
+    def summary_table(self, statistics: Sequence[str] = SUMMARY) -> pd.DataFrame:
+        """One row per layer, ``estimate ± std_error`` per statistic (the repr's table)."""
+        t = self.per_layer([s for s in statistics if s in set(self.table["statistic"])])
+        cells = t.assign(
+            text=[
+                f"{e:.4g} ± {s:.2g}" if np.isfinite(s) else f"{e:.4g}"
+                for e, s in zip(t["estimate"], t["std_error"])
+            ]
+        )
+        wide = cells.pivot(index="layer", columns="statistic", values="text")
+        wide.columns.name = None
+        return wide[[s for s in statistics if s in wide.columns]]
+
+    def _header(self) -> str:
+        excluded = f", {self.n_overflow} excluded (overflow)" if self.n_overflow else ""
+        return (
+            f"Estimates: {self.n_networks} networks × {self.n_inputs} inputs{excluded}; "
+            f"{self.method} intervals at {self.confidence:.0%}; "
+            f"{self.table['statistic'].nunique()} statistics, {len(self.table)} rows"
+        )
+
+    def __repr__(self) -> str:
+        with pd.option_context("display.width", 120, "display.max_columns", 8):
+            return f"{self._header()}\n{self.summary_table().to_string()}"
+
+    def _repr_html_(self) -> str:
+        import html
+
+        return (
+            f"<p><b>{html.escape(self._header())}</b></p>"
+            + self.summary_table().to_html(border=0)
+            + "<p>Full tables: <code>.per_layer()</code>, <code>.per_unit()</code>.</p>"
+        )
 
     @property
     def trusted(self) -> bool:
@@ -143,7 +204,7 @@ class Estimates:
             int(unit),
             float(r.estimate),
             float(r.std_error),
-            (float(r.ci_low), float(r.ci_high)),
+            ConfidenceInterval(float(r.ci_low), float(r.ci_high)),
             int(r.n_networks),
             int(r.n_inputs),
         )

@@ -4,12 +4,12 @@ weights), by Wick's theorem / Wishart moments: valid at every width, no mean-fie
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import special
 
+from .. import checks
 from ..model.inputs import InputLaw
 from ..model.inputs import gaussian as _gaussian_inputs
 from ..model.losses import Loss
@@ -197,8 +197,7 @@ def tied_linear_deltas(W: np.ndarray, delta_out: np.ndarray, n_layers: int) -> n
     d = np.asarray(delta_out, dtype=np.float64)
     if d.shape[-1] != W.shape[0]:
         raise ValueError(f"delta_out must end with n = {W.shape[0]}, got shape {d.shape}")
-    if isinstance(n_layers, bool) or not isinstance(n_layers, numbers.Integral) or n_layers < 0:
-        raise ValueError(f"n_layers must be an int >= 0, got {n_layers!r}")
+    checks.integer("n_layers", n_layers, 0)
     lam, V = np.linalg.eig(W)
     if np.linalg.cond(V) > 1e12:
         raise ValueError("W is not (numerically) diagonalizable; use repeated products instead")

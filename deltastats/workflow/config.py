@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
-import numbers
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import checks
 from ..model import inputs as inputs_mod
 from ..model import targets as targets_mod
 from ..model.activations import get_activation
@@ -116,13 +116,9 @@ class Experiment:
             _positive_int(key, getattr(self, key))
         if self.input_width is not None:
             _positive_int("input_width", self.input_width)
-        seed = self.seed
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
+        checks.integer("seed", self.seed, 0)
         for key in ("sigma_w", "sigma_b", "mu_w", "mu_b", "q0", "target_value", "weight_decay"):
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not np.isfinite(v):
-                raise ValueError(f"{key} must be a finite number, got {v!r}")
+            checks.real(key, getattr(self, key))
         for key in ("sigma_w", "sigma_b", "weight_decay"):
             if getattr(self, key) < 0:
                 raise ValueError(f"{key} must be >= 0, got {getattr(self, key)!r}")
@@ -355,5 +351,4 @@ def check_folder_name(key: str, name: Any) -> str:
 
 
 def _positive_int(key: str, v: Any) -> None:
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
-        raise ValueError(f"{key} must be a positive int, got {v!r}")
+    checks.positive_int(key, v)

@@ -409,7 +409,7 @@ def write_report(folder: str | Path, *, max_rows: int = 80) -> Report:
             .agg(
                 rows=("verdict", "size"),
                 agrees=("verdict", lambda v: int((v == "agrees").sum())),
-                max_abs_z=("z_score", lambda v: float(np.nanmax(np.abs(v)))),
+                max_abs_z=("z_score", lambda v: float(v.abs().max())),
             )
             .reset_index()
         )

@@ -645,6 +645,13 @@ def _run_locked(
             for i, pid in enumerate(ids)
         ]
     )
+    if not table.empty and "n_overflow" in table.columns:
+        # Networks excluded for overflow, per point, where the reader of a sweep looks first.
+        per_point = table.groupby("point").agg(
+            excluded_networks=("n_overflow", "max"), used=("n_networks", "max")
+        )
+        summary = summary.merge(per_point, left_on="point", right_index=True, how="left")
+        summary["networks"] = summary["excluded_networks"] + summary.pop("used")
     summary.to_csv(folder / "points.csv", index=False)
     write_json_atomic(
         folder / "metadata.json",
