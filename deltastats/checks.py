@@ -8,7 +8,7 @@ that starts with the argument's name, so a user sees at once which argument to f
 16
 >>> positive_int("batch", 0)
 Traceback (most recent call last):
-ValueError: batch must be an int >= 1, got 0
+ValueError: batch must be a positive int, got 0
 
 ``bool`` is never accepted as a number (``True`` would otherwise pass as 1), and strings are
 never parsed (``"3"`` is not 3).
@@ -23,6 +23,8 @@ import numpy as np
 __all__ = [
     "ArgumentTypeError",
     "integer",
+    "is_int",
+    "is_real",
     "nonnegative_real",
     "positive_int",
     "positive_real",
@@ -39,11 +41,13 @@ class ArgumentTypeError(TypeError, ValueError):
     """
 
 
-def _is_int(value) -> bool:
+def is_int(value) -> bool:
+    """An integer that is not a ``bool``."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _is_real(value) -> bool:
+def is_real(value) -> bool:
+    """A real number that is not a ``bool``."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
@@ -61,7 +65,7 @@ def integer(name: str, value, minimum: int | None = None, hint: str = "") -> int
     hint : str
         Appended to the message (e.g. what to do instead).
     """
-    if not _is_int(value) or (minimum is not None and value < minimum):
+    if not is_int(value) or (minimum is not None and value < minimum):
         bound = "" if minimum is None else f" >= {minimum}"
         raise ValueError(f"{name} must be an int{bound}{hint}, got {value!r}")
     return int(value)
@@ -69,12 +73,14 @@ def integer(name: str, value, minimum: int | None = None, hint: str = "") -> int
 
 def positive_int(name: str, value, hint: str = "") -> int:
     """``value`` as an ``int`` ≥ 1."""
-    return integer(name, value, 1, hint)
+    if not is_int(value) or value < 1:
+        raise ValueError(f"{name} must be a positive int{hint}, got {value!r}")
+    return int(value)
 
 
 def real(name: str, value, *, finite: bool = True) -> float:
     """``value`` as a ``float`` (finite unless ``finite=False``); ``TypeError`` for non-numbers."""
-    if not _is_real(value):
+    if not is_real(value):
         raise ArgumentTypeError(f"{name} must be a real number, got {value!r}")
     value = float(value)
     if finite and not np.isfinite(value):

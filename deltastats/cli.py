@@ -5,18 +5,34 @@ from __future__ import annotations
 import argparse
 import sys
 import tomllib
-from pathlib import Path
 
 EXAMPLES = """examples:
   deltastats run                      # built-in default experiment → results/default/
-  deltastats run my_experiment.toml   # a flat TOML of Experiment fields
-  deltastats run --out /tmp/res --quiet
-  deltastats sweep experiments/order_chaos.toml          # on every core
-  deltastats sweep experiments/order_chaos.toml --jobs 1 # on one core
-  deltastats sweep experiments/order_chaos.toml --quick --out /tmp/oc --resume
-  deltastats report results/order_chaos
+  deltastats run my_experiment.toml   # a flat TOML of Experiment fields → results/my_experiment/
+  deltastats run --out /tmp/res --quiet --confidence 0.99 --method jackknife
+  deltastats sweep order_chaos                      # a shipped experiment, on every core
+  deltastats sweep my_sweep.toml --jobs 1           # your own config, on one core
+  deltastats sweep order_chaos --quick --resume     # tiny version → results/order_chaos-quick/
+  deltastats report results/order_chaos --open
   deltastats list
 """
+
+
+def _analysis_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--confidence", type=float, default=None, help="interval level (0.95)")
+    p.add_argument(
+        "--method", default=None, help="interval method: clt, jackknife or bootstrap (clt)"
+    )
+    p.add_argument("--alpha", type=float, default=None, help="level of the verdicts (0.01)")
+    p.add_argument(
+        "--correction", default=None, help="multiple-testing method: holm, fdr_bh, … (holm)"
+    )
+
+
+def _analysis_from(args: argparse.Namespace, table: dict) -> dict:
+    """The config's [analysis] table with the flags given on the command line on top."""
+    given = {k: getattr(args, k) for k in ("confidence", "method", "alpha", "correction")}
+    return {**table, **{k: v for k, v in given.items() if v is not None}}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,14 +42,22 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"deltastats {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     common = dict(epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     run = sub.add_parser("run", help="run one experiment (default: the built-in one)", **common)
     run.add_argument("config", nargs="?", help="TOML file of Experiment fields (optional)")
-    run.add_argument("--out", default="results", help="parent results folder (default: results)")
+    run.add_argument(
+        "--out", default=None, help="results folder (default results/<name>/, as for sweep)"
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    _analysis_flags(run)
     sw = sub.add_parser("sweep", help="run a parameter sweep from a TOML config", **common)
-    sw.add_argument("config", help="sweep TOML (see deltastats.sweeps)")
+    sw.add_argument(
+        "config", help="sweep TOML, or the name of a shipped experiment (deltastats list)"
+    )
     sw.add_argument(
         "--jobs",
         type=int,
@@ -47,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("--out", default=None, help="results folder (default results/<name>/)")
     sw.add_argument("--quick", action="store_true", help="apply the config's [quick] sizes")
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
+    _analysis_flags(sw)
     sw.add_argument(
         "--max-points",
         type=int,
@@ -60,16 +85,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     rep = sub.add_parser("report", help="write report.md/.html for a results folder", **common)
     rep.add_argument("results_dir", help="folder written by `deltastats run` or `sweep`")
+    rep.add_argument("--open", action="store_true", help="open report.html in a browser")
     sub.add_parser("list", help="list activations, inits, losses, input/target laws")
     return p
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .workflow.config import Experiment
+    from .workflow.config import Experiment, load_run
     from .workflow.runner import print_table, run_experiment
 
-    exp = Experiment() if args.config is None else Experiment.from_toml(args.config)
-    res = run_experiment(exp, args.out, progress=not args.quiet)
+    exp, table = (Experiment(), {}) if args.config is None else load_run(args.config)
+    res = run_experiment(
+        exp,
+        "results",
+        folder=args.out,
+        progress=not args.quiet,
+        **_analysis_from(args, table),
+    )
     print_table(res.table)
     if res.out_dir is not None:
         print(f"\nwrote {len(res.files)} files to {res.out_dir}/ (open report.html)")
@@ -92,6 +124,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             scheduler=args.scheduler,
             max_points=MAX_POINTS if args.max_points is None else args.max_points,
+            analysis=_analysis_from(args, {}),
         )
     except SweepInterrupted as stop:
         print(f"\ndeltastats: interrupted: {stop}", file=sys.stderr)
@@ -124,7 +157,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     rep = write_report(args.results_dir)
     print(rep.summary)
-    print(f"wrote {rep.markdown} and {rep.html} ({len(rep.figures)} figures)")
+    link = rep.html.resolve().as_uri()
+    print(f"wrote {rep.markdown} and {rep.html} ({len(rep.figures)} figures)\n{link}")
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(link)
     return 0
 
 
@@ -139,11 +177,12 @@ def _cmd_list(args: argparse.Namespace) -> int:
     print("losses:     ", ", ".join(LOSSES))
     print("inputs:     ", ", ".join(inputs.INPUT_LAWS))
     print("targets:    ", ", ".join(targets.TARGET_LAWS))
-    folder = Path(__file__).resolve().parents[1] / "experiments"
-    configs = sorted(folder.glob("*.toml")) if folder.is_dir() else []
-    if configs:
-        print(f"experiments (deltastats sweep {folder.name}/NAME.toml):")
-        for path in configs:
+    from . import configs as shipped
+
+    paths = [shipped.path(n) for n in shipped.names()]
+    if paths:
+        print("experiments (deltastats sweep NAME):")
+        for path in paths:
             with open(path, "rb") as f:
                 about = " ".join(str(tomllib.load(f).get("description", "")).split())
             print(f"  {path.stem:24s} {about[:90]}{'…' if len(about) > 90 else ''}")

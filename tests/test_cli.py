@@ -27,8 +27,8 @@ sigma_w = 1.4142135623730951
 def test_run_small_config_writes_table_plot_and_metadata(tmp_path, capsys):
     cfg = tmp_path / "small.toml"
     cfg.write_text(SMALL)
-    assert main(["run", str(cfg), "--out", str(tmp_path), "--quiet"]) == 0
-    folder = tmp_path / "small"
+    assert main(["run", str(cfg), "--out", str(tmp_path / "small"), "--quiet"]) == 0
+    folder = tmp_path / "small"  # --out is the results folder itself, for run as for sweep
     for name in (
         "per_layer.csv",
         "fig_delta_sq.png",

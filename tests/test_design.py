@@ -45,9 +45,9 @@ def test_default_chunk_is_about_the_float_budget():
     "kwargs, message",
     [
         (dict(n_networks=1), "n_networks must be an int >= 2"),
-        (dict(batch=0), "batch must be an int >= 1"),
-        (dict(batch=2.0), "batch must be an int"),
-        (dict(chunk=0), "chunk must be an int >= 1"),
+        (dict(batch=0), "batch must be a positive int"),
+        (dict(batch=2.0), "batch must be a positive int"),
+        (dict(chunk=0), "chunk must be a positive int"),
         (dict(method="exact"), "unknown method"),
         (dict(confidence=1.0), "confidence must be in"),
         (dict(jackknife_groups=1), "jackknife_groups must be an int >= 2"),

@@ -44,7 +44,7 @@ def _per_layer(value: FloatOrSeq, n_layers: int, name: str, *, positive: bool) -
             raise ValueError(f"{name} given per layer must be a flat sequence, got {value!r}")
         values = []
         for v in items:
-            if isinstance(v, str | bytes) or not checks._is_real(v):
+            if isinstance(v, str | bytes) or not checks.is_real(v):
                 raise checks.ArgumentTypeError(
                     f"{name} must be a number or a sequence of numbers, got {value!r}"
                 )
@@ -136,8 +136,8 @@ class MLP:
             raise ValueError(
                 f"widths needs at least two entries (n_0 input, n_L output), got {widths!r}"
             )
-        for w in widths:
-            checks.positive_int("widths entries", w, f" (widths = {widths!r})")
+        if not all(checks.is_int(w) and w > 0 for w in widths):
+            raise ValueError(f"widths must be positive integers, got {widths!r}")
         object.__setattr__(self, "widths", tuple(int(w) for w in widths))
         get_activation(self.activation)
         get_activation(self.output_activation, argument="output_activation")

@@ -181,7 +181,7 @@ class Design:
     (100, False)
     >>> Design(ds.MLP((4, 8, 1)), batch=0)
     Traceback (most recent call last):
-    ValueError: batch must be an int >= 1, got 0
+    ValueError: batch must be a positive int, got 0
     """
 
     net: MLP

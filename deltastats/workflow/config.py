@@ -41,6 +41,9 @@ from ..model.activations import get_activation
 from ..model.losses import get_loss
 from ..model.networks import INITS, MLP
 from ..stats.design import check_memory
+from ..stats.intervals import check_method_confidence
+from ..stats.results import MIN_NETWORKS
+from .compare import CORRECTIONS
 
 
 @dataclass(frozen=True)
@@ -200,18 +203,13 @@ class Experiment:
             invalid (one line naming it).
         """
         path = Path(path)
-        if not path.is_file():
-            what = "is a directory, not a file" if path.is_dir() else "does not exist"
-            raise ValueError(f"config {str(path)!r} {what}")
-        try:
-            with open(path, "rb") as f:
-                values = tomllib.load(f)
-        except tomllib.TOMLDecodeError as err:
-            raise ValueError(f"{path}: not valid TOML: {err}") from None
-        except OSError as err:
-            raise ValueError(f"cannot read config {str(path)!r}: {err.strerror}") from None
+        return cls._from_file_values(_read_toml(path), path)
+
+    @classmethod
+    def _from_file_values(cls, values: dict, path: Path) -> Experiment:
         if isinstance(values.get("data"), str):  # relative to the config file
             values["data"] = str(path.parent / values["data"])
+        values.setdefault("name", path.stem)  # never the built-in default's folder
         return cls.from_dict(values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -352,3 +350,71 @@ def check_folder_name(key: str, name: Any) -> str:
 
 def _positive_int(key: str, v: Any) -> None:
     checks.positive_int(key, v)
+
+
+#: Keys of an ``[analysis]`` table (run and sweep TOMLs): how Monte Carlo is summarized and
+#: compared with theory; recorded in ``metadata.json`` under ``analysis``.
+ANALYSIS_KEYS = ("confidence", "method", "alpha", "correction")
+
+
+def _read_toml(path: Path) -> dict:
+    if not path.is_file():
+        what = "is a directory, not a file" if path.is_dir() else "does not exist"
+        raise ValueError(f"config {str(path)!r} {what}")
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"{path}: not valid TOML: {err}") from None
+    except OSError as err:
+        raise ValueError(f"cannot read config {str(path)!r}: {err.strerror}") from None
+
+
+def analysis_table(table: Any, where: str = "[analysis]") -> dict:
+    """The checked ``[analysis]`` settings of a config (only the keys given).
+
+    >>> analysis_table({"confidence": 0.9, "method": "jackknife"})
+    {'confidence': 0.9, 'method': 'jackknife'}
+    """
+    if not isinstance(table, dict):
+        raise ValueError(f"{where} must be a table of {', '.join(ANALYSIS_KEYS)}, got {table!r}")
+    for key in table:
+        if key not in ANALYSIS_KEYS:
+            close = difflib.get_close_matches(key, ANALYSIS_KEYS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(
+                f"unknown key {key!r} in {where}{hint} (valid: {', '.join(ANALYSIS_KEYS)})"
+            )
+    analysis_settings(**table)  # checks every value, naming it
+    return dict(table)
+
+
+def load_run(path: str | Path) -> tuple[Experiment, dict]:
+    """A run's TOML: its :class:`Experiment` fields and its ``[analysis]`` table (checked)."""
+    path = Path(path)
+    values = _read_toml(path)
+    analysis = analysis_table(values.pop("analysis", {}))
+    return Experiment._from_file_values(values, path), analysis
+
+
+def analysis_settings(
+    confidence: float = 0.95, method: str = "clt", alpha: float = 0.01, correction: str = "holm"
+) -> dict:
+    """The analysis settings a results folder records (``metadata.json`` → ``analysis``), checked.
+
+    >>> analysis_settings()["alpha"]
+    0.01
+    """
+    check_method_confidence(method, confidence)
+    checks.probability("alpha", alpha)
+    if correction not in CORRECTIONS:
+        raise ValueError(
+            f"unknown correction {correction!r}; valid methods are: {', '.join(CORRECTIONS)}"
+        )
+    return {
+        "confidence": float(confidence),
+        "method": method,
+        "alpha": float(alpha),
+        "correction": correction,
+        "min_networks": MIN_NETWORKS,
+    }

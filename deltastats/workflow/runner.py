@@ -10,13 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import checks, theory
+from .. import theory
 from ..engine import backprop
-from ..stats.intervals import check_method_confidence
-from ..stats.results import MIN_NETWORKS
 from ..stats.sampling import FewNetworksWarning, estimate
-from .compare import CORRECTIONS, compare
-from .config import Experiment
+from .compare import compare
+from .config import Experiment, analysis_settings
 from .metadata import metadata, now, write_json_atomic
 
 
@@ -108,27 +106,32 @@ def analyse(
     )
 
 
-def analysis_settings(
-    confidence: float = 0.95, method: str = "clt", alpha: float = 0.01, correction: str = "holm"
-) -> dict:
-    """The analysis settings a results folder records (``metadata.json`` → ``analysis``), checked.
+@dataclass(frozen=True)
+class Analyse:
+    """:func:`analyse` bound to analysis settings: a sweep's point function for a config with
+    an ``[analysis]`` table (picklable, with a repr that names the settings, which enters the
+    points' hashes)."""
 
-    >>> analysis_settings()["alpha"]
-    0.01
-    """
-    check_method_confidence(method, confidence)
-    checks.probability("alpha", alpha)
-    if correction not in CORRECTIONS:
-        raise ValueError(
-            f"unknown correction {correction!r}; valid methods are: {', '.join(CORRECTIONS)}"
+    confidence: float = 0.95
+    method: str = "clt"
+    alpha: float = 0.01
+    correction: str = "holm"
+
+    def __post_init__(self) -> None:
+        analysis_settings(self.confidence, self.method, self.alpha, self.correction)
+
+    def __call__(self, exp: Experiment) -> pd.DataFrame:
+        return analyse(
+            exp,
+            confidence=self.confidence,
+            method=self.method,
+            alpha=self.alpha,
+            correction=self.correction,
         )
-    return {
-        "confidence": float(confidence),
-        "method": method,
-        "alpha": float(alpha),
-        "correction": correction,
-        "min_networks": MIN_NETWORKS,
-    }
+
+    def settings(self) -> dict:
+        """The settings as :func:`analysis_settings` records them."""
+        return analysis_settings(self.confidence, self.method, self.alpha, self.correction)
 
 
 def gaussianity_samples(
@@ -173,6 +176,7 @@ def run_experiment(
     exp: Experiment | None = None,
     out_dir: str | Path | None = "results",
     *,
+    folder: str | Path | None = None,
     progress: bool = True,
     confidence: float = 0.95,
     method: str = "clt",
@@ -188,6 +192,9 @@ def run_experiment(
         ``None`` runs the built-in default (tanh, depth 10, width 128, σ_w² = 1.5, 256 × 64).
     out_dir : path or None
         Parent folder; ``None`` writes nothing.
+    folder : path or None
+        The results folder itself (instead of ``<out_dir>/<name>/``), as ``--out`` on the
+        command line.
     progress : bool
         Show a progress bar.
     confidence : float
@@ -206,7 +213,10 @@ def run_experiment(
     exp = Experiment() if exp is None else exp
     if not isinstance(exp, Experiment):
         raise ValueError(f"exp must be an Experiment or None, got {type(exp).__name__}")
-    folder = None if out_dir is None else _writable_folder(Path(out_dir) / exp.name)
+    if folder is not None:
+        folder = _writable_folder(Path(folder))
+    elif out_dir is not None:
+        folder = _writable_folder(Path(out_dir) / exp.name)
     started = now()
     settings = analysis_settings(confidence, method, alpha, correction)
     table = analyse(

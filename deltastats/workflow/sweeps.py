@@ -77,7 +77,8 @@ import pandas as pd
 
 from .. import checks
 from .._parallel import usable_cpus
-from .config import Experiment, check_folder_name
+from ..configs import path as shipped_config
+from .config import Experiment, analysis_table, check_folder_name
 from .config import sigma_aliases as _aliases
 from .folder import FolderLock, clean_temporaries
 from .metadata import metadata, now, write_json_atomic
@@ -94,7 +95,17 @@ from .points import (
     _write_parquet_atomic,
 )
 
-SWEEP_KEYS = ("name", "seed", "paired", "description", "base", "grid", "points", "quick")
+SWEEP_KEYS = (
+    "name",
+    "seed",
+    "paired",
+    "description",
+    "base",
+    "grid",
+    "points",
+    "quick",
+    "analysis",
+)
 PointFn = Callable[[Experiment], pd.DataFrame]
 
 #: Largest sweep :func:`load_sweep` accepts unless ``max_points`` says otherwise.
@@ -123,6 +134,7 @@ class Sweep:
     experiments: tuple[Experiment, ...]
     config: dict = field(repr=False)
     description: str = ""
+    analysis: dict = field(default_factory=dict)
 
     @property
     def swept(self) -> list[str]:
@@ -162,7 +174,10 @@ def _read_config(config) -> dict:
         if path.is_dir():
             raise ValueError(f"sweep config {str(path)!r} is a directory, not a TOML file")
         if not path.is_file():
-            raise ValueError(f"sweep config {str(path)!r} does not exist")
+            if isinstance(config, str) and "/" not in config and "\\" not in config:
+                path = shipped_config(config)  # a shipped experiment: "order_chaos"
+            else:
+                raise ValueError(f"sweep config {str(path)!r} does not exist")
         try:
             with open(path, "rb") as f:
                 cfg = tomllib.load(f)
@@ -277,7 +292,8 @@ def load_sweep(
                 pseed = point_seed(seed, params)
             experiments.append(dataclasses.replace(exp, seed=pseed))
             points.append(point)
-    sweep = Sweep(name, seed, tuple(points), tuple(experiments), cfg, description)
+    analysis = analysis_table(cfg.get("analysis", {}), "[analysis]")
+    sweep = Sweep(name, seed, tuple(points), tuple(experiments), cfg, description, analysis)
     _check_duplicates(sweep)
     return sweep
 
@@ -372,6 +388,7 @@ def run_sweep(
     backend: str = "loky",
     scheduler: str | None = None,
     max_points: int = MAX_POINTS,
+    analysis: dict | None = None,
 ) -> SweepResult:
     """Run every point of a sweep in parallel and write ``<out>/results.parquet``.
 
@@ -416,6 +433,9 @@ def run_sweep(
         seed depends only on its parameters.
     max_points : int
         Refuse sweeps of more points (default :data:`MAX_POINTS`).
+    analysis : dict or None
+        Analysis settings (``confidence``, ``method``, ``alpha``, ``correction``) over the
+        config's ``[analysis]`` table; recorded in ``metadata.json`` and read by the report.
 
     Returns
     -------
@@ -438,7 +458,7 @@ def run_sweep(
     """
     from tqdm.auto import tqdm
 
-    from .runner import analyse
+    from .runner import Analyse, analyse
 
     if not isinstance(resume, bool) or not isinstance(overwrite, bool):
         raise ValueError(
@@ -459,6 +479,9 @@ def run_sweep(
             )
     else:
         sweep = load_sweep(config, quick=quick, max_points=max_points)
+    if analysis:  # settings given here override the config's [analysis] table
+        extra = analysis_table(analysis, "analysis")
+        sweep = dataclasses.replace(sweep, analysis={**sweep.analysis, **extra})
     if jobs is None:
         jobs = usable_cpus()
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
@@ -467,8 +490,15 @@ def run_sweep(
         raise ValueError(f"point_fn must be a callable Experiment -> DataFrame, got {point_fn!r}")
     if scheduler is not None:
         _check_scheduler(scheduler)
-    fn = analyse if point_fn is None else point_fn
-    folder = Path("results") / sweep.name if out is None else Path(out)
+    if point_fn is None:
+        # The default point function; with analysis settings from the config, the same
+        # function bound to them (default settings keep the plain function: the same hashes).
+        fn = analyse if not sweep.analysis else Analyse(**sweep.analysis)
+    else:
+        fn = point_fn
+    # A quick run never lands in the full run's folder (e.g. the committed results).
+    default_name = f"{sweep.name}-quick" if quick else sweep.name
+    folder = Path("results") / default_name if out is None else Path(out)
     points_dir = folder / "points"
     try:
         points_dir.mkdir(parents=True, exist_ok=True)
@@ -529,7 +559,7 @@ def _run_locked(
     scheduler,
     tqdm,
 ) -> SweepResult:
-    from .runner import analyse, analysis_settings
+    from .runner import Analyse, analyse, analysis_settings
 
     clean_temporaries(folder, _FOLDER_FILES)
     for p in [*points_dir.glob("*.tmp"), *points_dir.glob("*.running")]:
@@ -665,7 +695,13 @@ def _run_locked(
             workers=workers if scheduler is None and todo else None,
             threads_per_worker=blas if todo else None,
             quick=quick,
-            analysis=analysis_settings() if fn is analyse else None,
+            analysis=(
+                analysis_settings()
+                if fn is analyse
+                else fn.settings()
+                if isinstance(fn, Analyse)
+                else None
+            ),
             started=started,
             finished=now(),
             failed=failed,
