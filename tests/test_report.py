@@ -250,3 +250,48 @@ def test_sweep_summary_and_cli_state_excluded_networks_per_point(tmp_path, capsy
     assert f"{k} of 30 networks excluded" in out and out.count("networks excluded") == 1
     md = write_report(tmp_path / "out").markdown.read_text()
     assert f"{k} of 30 at depth = 80" in md
+
+
+def test_report_reads_in_order_with_captions_banner_and_an_mc_table_without_theory(tmp_path):
+    """Summary, headline figure, compact table, long table, figures; every figure captioned
+    in words; a quick run says so; a run without theory still shows its Monte Carlo table;
+    no row twice; the config readable."""
+    from deltastats.config import Experiment
+    from deltastats.runner import run_experiment
+
+    exp = Experiment.from_dict(
+        dict(
+            name="ce",
+            width=8,
+            depth=3,
+            output_width=3,
+            n_networks=12,
+            batch=4,
+            loss="cross_entropy",
+            targets="one_hot",
+        )
+    )
+    res = run_experiment(exp, tmp_path, progress=False)
+    md = (res.out_dir / "report.md").read_text()
+    html = (res.out_dir / "report.html").read_text()
+    assert "no statistic has a theory prediction here" in md
+    assert "## Per layer: Monte Carlo [interval] beside theory" in md  # MC table, no theory
+    assert "E[δ²] MC" in md and "E[δ²] theory" not in md
+    order = [md.index(h) for h in ("## Summary", "![fig_delta_sq]", "## Per layer", "## Figures")]
+    assert order == sorted(order)
+    for text in (md, html):
+        assert "Second moment E[δ²] of the error signal per layer" in text
+        assert 'loss = "cross_entropy"' in text and "\\u03b4" not in text
+    assert html.count("<figcaption>") == html.count("<img") and "fig_z_qq</figcaption>" not in html
+
+    cfg = {
+        "name": "q",
+        "base": {"width": 6, "depth": 3, "n_networks": 4, "batch": 2},
+        "grid": {"sigma_w": [1.0]},
+        "quick": {"n_networks": 3},
+    }
+    run_sweep(cfg, out=tmp_path / "q", progress=False, jobs=1, quick=True)
+    md = write_report(tmp_path / "q").markdown.read_text()
+    assert "**Quick run**" in md
+    assert md.count("| delta_norm_sq") == 0  # shown once, as delta_sq
+    assert "one derived seed per point (1 points" in md

@@ -11,7 +11,6 @@ summaries (per-point log-growth, β = Σ 1/n_j), which are simple functions of t
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 from dataclasses import dataclass
@@ -23,6 +22,15 @@ import pandas as pd
 from . import plots
 from .compare import COLUMNS, summarize
 from .latex import latex_table
+from .report_layout import (
+    Layout,
+    caption,
+    compact_table,
+    config_text,
+    figure_html,
+    provenance,
+    table_html,
+)
 
 #: Columns of a results table that are not sweep parameters.
 TABLE_COLUMNS = {
@@ -343,13 +351,21 @@ def _fmt(df: pd.DataFrame) -> pd.DataFrame:
 def _comparison_rows(table: pd.DataFrame) -> pd.DataFrame:
     if "verdict" not in table.columns:
         return table.iloc[0:0]
-    comp = table[_pooled_mask(table) & table["verdict"].notna()].copy()
-    # A prediction that is zero by symmetry comes out of quadrature as rounding noise (e.g.
-    # −1.9e−21); below 10⁻⁹ of the row's standard error it is shown as the 0 it is.
-    pred = comp["prediction"].astype(float)
-    noise = pred.abs() <= 1e-9 * comp["std_error"].astype(float).abs()
-    comp["prediction"] = pred.where(~noise, 0.0)
-    return comp
+    comp = table[_pooled_mask(table) & table["verdict"].notna()]
+    # delta_norm_sq is ‖δ‖²/n_l, the pooled delta_sq by definition: shown once, as delta_sq.
+    return _exact_zeros(comp[comp["statistic"] != "delta_norm_sq"])
+
+
+def _exact_zeros(rows: pd.DataFrame) -> pd.DataFrame:
+    """A prediction that is zero by symmetry comes out of quadrature as rounding noise (e.g.
+    −1.9e−21); below 10⁻⁹ of the row's standard error it is shown as the 0 it is."""
+    if "prediction" not in rows.columns:
+        return rows
+    rows = rows.copy()
+    pred = rows["prediction"].astype(float)
+    noise = pred.abs() <= 1e-9 * rows["std_error"].astype(float).abs()
+    rows["prediction"] = pred.where(~noise, 0.0)
+    return rows
 
 
 def write_report(folder: str | Path, *, max_rows: int = 80) -> Report:
@@ -421,67 +437,84 @@ def write_report(folder: str | Path, *, max_rows: int = 80) -> Report:
         )
         tables += [folder / "comparison.csv", folder / "comparison.tex"]
     cfg = meta.get("config", {})
-    title = meta.get("name") or cfg.get("name", folder.name)
-    # name and description come from the user's config: escaped, so that a "<script>" in
-    # them stays text in every Markdown renderer that passes HTML through.
-    md = [f"# deltastats report: {_md_text(title)}", ""]
-    if cfg.get("description"):
-        md += [_md_text(cfg["description"]), ""]
-    md += ["## Summary", "", summary, ""]
-    key = key_statistics(table, params)
-    if not key.empty:
-        md += ["## Key statistics per point (estimate ± standard error)", ""]
-        md += [key.to_markdown(index=False), ""]
-    md += ["## Monte Carlo vs theory", ""]
-    md += [_fmt(body).to_markdown(index=False) if not body.empty else "_no comparable rows_", ""]
-    md += [
-        "Verdicts test H₀: E = prediction with the t law of the between-network standard error; "
-        f"p-values {_CORRECTION_NAMES.get(analysis['correction'], analysis['correction'])}"
-        f"-adjusted across the rows of each point (level {analysis['alpha']:g}); intervals: "
-        f"{analysis['method']} at {analysis['confidence']:.0%}.",
-        "",
-    ]
-    md += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figs] + [""]
-    md += ["## Configuration", "", "```json", json.dumps(cfg, indent=2, default=str), "```", ""]
-    md += [
-        "## Provenance",
-        "",
-        f"- versions: {json.dumps(meta.get('versions', {}))}",
-        f"- platform: {meta.get('platform', '?')}, python {meta.get('python', '?')}",
-        f"- git commit: {meta.get('git_commit')}",
-        f"- started {meta.get('started', '?')}, finished {meta.get('finished', '?')}",
-        "",
-    ]
+    name = meta.get("name") or cfg.get("name", folder.name)
+    page = _layout(name, cfg, meta, table, params, comp, body, figs, summary, analysis)
     md_path = folder / "report.md"
-    md_path.write_text("\n".join(md))
+    md_path.write_text(page.markdown())
     html_path = folder / "report.html"
-    html_path.write_text(_html(title, summary, body, figs, cfg, meta))
+    html_path.write_text(page.html())
     return Report(md_path, html_path, tuple(figs), tuple(tables), summary)
 
 
-def _html(title, summary, body, figs, cfg, meta) -> str:
-    imgs = "".join(
-        f'<figure><img alt="{p.stem}" src="data:image/png;base64,'
-        f'{base64.b64encode(p.read_bytes()).decode()}"/><figcaption>{p.stem}</figcaption></figure>'
-        for p in figs
+def _layout(name, cfg, meta, table, params, comp, body, figs, summary, analysis) -> Layout:
+    """Summary, headline figure, compact table, long table, other figures, config,
+    provenance (see :mod:`deltastats.workflow.report_layout`)."""
+    # name and description come from the user's config: escaped, so that a "<script>" in
+    # them stays text in every Markdown renderer that passes HTML through.
+    page = Layout(f"deltastats report: {name}")
+    if cfg.get("description"):
+        page.add("", _md_text(" ".join(str(cfg["description"]).split())))
+    if meta.get("quick"):
+        text = (
+            "**Quick run** (`--quick`: the config's [quick] sizes, few networks): a smoke "
+            "test of the pipeline, not a result; run without --quick for the numbers."
+        )
+        page.add("", text, f'<div class="banner">{html.escape(text.replace("**", ""))}</div>')
+    verdicts = (
+        "Verdicts test H₀: E = prediction with the t law of the between-network standard error; "
+        f"p-values {_CORRECTION_NAMES.get(analysis['correction'], analysis['correction'])}"
+        f"-adjusted across the rows of each point (level {analysis['alpha']:g}); intervals: "
+        f"{analysis['method']} at {analysis['confidence']:.0%}."
     )
-    prov = {k: v for k, v in meta.items() if k != "config"}
-    table = _fmt(body).to_html(index=False, border=0, classes="t") if not body.empty else ""
-    style = (
-        "body{font-family:sans-serif;max-width:1000px;margin:2em auto;line-height:1.4}"
-        "table.t{border-collapse:collapse;font-size:13px}table.t td,table.t th{padding:2px 8px;"
-        "border-bottom:1px solid #ddd;text-align:right}img{max-width:100%}"
-        "pre{background:#f6f6f6;padding:1em;overflow:auto}"
+    page.add("Summary", f"{summary}\n\n{verdicts}")
+    assumptions = ", ".join(sorted({str(a) for a in comp.get("assumption", pd.Series()).dropna()}))
+    caps = {p: caption(p.stem, analysis, assumptions) for p in figs}
+    head = [p for p in figs if p.stem.startswith(("fig_phase_diagram", "fig_delta_sq"))][:1]
+    for p in head:
+        page.add("", f"![{p.stem}]({p.name})\n\n*{caps[p]}*", figure_html(p, caps[p]))
+    pooled = _exact_zeros(table[_pooled_mask(table)])
+    if not params:
+        compact = compact_table(pooled)
+        if not compact.empty:
+            page.add(
+                "Per layer: Monte Carlo [interval] beside theory",
+                compact.to_markdown(index=False),
+                table_html(compact),
+            )
+    key = key_statistics(table, params) if params else pd.DataFrame()
+    if not key.empty:
+        page.add(
+            "Key statistics per point (estimate ± standard error)",
+            key.to_markdown(index=False),
+            table_html(key),
+        )
+    if not body.empty:
+        long = _fmt(body)
+        page.add(
+            "Monte Carlo vs theory, every compared row",
+            long.to_markdown(index=False),
+            f"<details open><summary>{len(long)} rows</summary>{table_html(long)}</details>",
+        )
+    else:
+        page.add("Monte Carlo vs theory", "_no statistic has a theory prediction here_")
+    rest = [p for p in figs if p not in head]
+    if rest:
+        page.add(
+            "Figures",
+            "\n\n".join(f"![{p.stem}]({p.name})\n\n*{caps[p]}*" for p in rest),
+            "".join(figure_html(p, caps[p]) for p in rest),
+        )
+    conf = config_text(cfg)
+    page.add(
+        "Configuration", f"```toml\n{conf}\n```", f"<pre>{html.escape(conf, quote=False)}</pre>"
     )
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{style}</style></head><body><h1>deltastats report: {html.escape(title)}</h1>"
-        f"<h2>Summary</h2><p>{html.escape(summary)}</p><h2>Monte Carlo vs theory</h2>{table}"
-        f"<h2>Figures</h2>{imgs}<h2>Configuration</h2>"
-        f"<pre>{html.escape(json.dumps(cfg, indent=2, default=str))}</pre>"
-        f"<h2>Provenance</h2><pre>{html.escape(json.dumps(prov, indent=2, default=str))}</pre>"
-        "</body></html>"
+    prov = provenance(meta)
+    page.add(
+        "Provenance",
+        "\n".join(f"- {line}" for line in prov),
+        "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in prov) + "</ul>",
     )
+    return page
 
 
 def _md_text(value) -> str:
