@@ -67,14 +67,17 @@ class SummaryRule:
             object.__setattr__(self, k, a)
 
 
-def _check_degree(degree) -> int:
-    if (
-        isinstance(degree, bool)
-        or not isinstance(degree, numbers.Integral)
-        or not 1 <= degree <= MAX_RULE_DEGREE
+def _check_degree(degree) -> tuple[int, int]:
+    """``degree`` as (nodes in x̄, nodes in ρ − x̄²); an int d means (d, d)."""
+    pair = tuple(degree) if isinstance(degree, (tuple, list)) else (degree, degree)
+    if len(pair) != 2 or not all(
+        not isinstance(d, bool) and isinstance(d, numbers.Integral) and 1 <= d <= MAX_RULE_DEGREE
+        for d in pair
     ):
-        raise ValueError(f"degree must be an int in [1, {MAX_RULE_DEGREE}], got {degree!r}")
-    return int(degree)
+        raise ValueError(
+            f"degree must be an int or a pair of ints in [1, {MAX_RULE_DEGREE}], got {degree!r}"
+        )
+    return int(pair[0]), int(pair[1])
 
 
 def _check_n0(n0) -> int:
@@ -154,17 +157,19 @@ class InputLaw:
         """``(m, q)``: the mean of a coordinate, E x_i, and q = E‖x‖²/n₀ (mean-field inputs)."""
         raise NotImplementedError
 
-    def summary_rule(self, n0: int, degree: int = 8, *, with_mean: bool = True) -> SummaryRule:
+    def summary_rule(
+        self, n0: int, degree: int | tuple[int, int] = 8, *, with_mean: bool = True
+    ) -> SummaryRule:
         """The joint law of (x̄, ρ) = (Σ_i x_i/n₀, ‖x‖²/n₀) as a quadrature rule.
 
         Parameters
         ----------
         n0 : int
             Input width n₀.
-        degree : int
-            Nodes per dimension of the Gauss rules (the empirical rule and the sphere's ρ
-            ignore it). A Gauss rule of degree d integrates polynomials of degree < 2d in each
-            variable exactly.
+        degree : int or (int, int)
+            Nodes per dimension of the Gauss rules, (nodes in x̄, nodes in ρ − x̄²); an int d
+            means (d, d). The empirical rule and the sphere's fixed ρ ignore it. A Gauss rule
+            of degree d integrates polynomials of degree < 2d in its variable exactly.
         with_mean : bool
             ``False`` when only ρ matters (μ_w = 0 in the first layer): a rule for the
             marginal law of ρ, with ``xbar`` set to E x̄.
@@ -243,16 +248,16 @@ class Gaussian(InputLaw):
         generalised Gauss–Laguerre in r = ρ − x̄² ~ Gamma((n₀−1)/2, 2q₀/n₀); with
         ``with_mean=False`` the marginal ρ ~ Gamma(n₀/2, 2q₀/n₀).
         """
-        n0, degree = _check_n0(n0), _check_degree(degree)
+        n0, (dx, dr) = _check_n0(n0), _check_degree(degree)
         q = float(self.q0)
         if not with_mean:
-            r, w = _gamma_rule(n0 / 2.0, 2.0 * q / n0, degree)
+            r, w = _gamma_rule(n0 / 2.0, 2.0 * q / n0, dr)
             return SummaryRule(np.zeros_like(r), r, w)
-        t, wt = _hermite_rule(degree)
+        t, wt = _hermite_rule(dx)
         xb = (np.sqrt(q / n0) * t, wt)
         if n0 == 1:  # ρ = x̄² exactly
             return SummaryRule(xb[0], xb[0] ** 2, wt)
-        return SummaryRule(*_tensor(xb, _gamma_rule((n0 - 1) / 2.0, 2.0 * q / n0, degree)))
+        return SummaryRule(*_tensor(xb, _gamma_rule((n0 - 1) / 2.0, 2.0 * q / n0, dr)))
 
 
 @dataclass(frozen=True)
@@ -275,13 +280,13 @@ class Sphere(InputLaw):
     def summary_rule(self, n0, degree=8, *, with_mean=True):
         """Exact: ρ = q₀, and x̄ = √q₀·s where s = cos∠(x, 1) has density ∝ (1 − s²)^{(n₀−3)/2}
         on [−1, 1] (Gauss–Jacobi); n₀ = 1 is x = ±√q₀."""
-        n0, degree = _check_n0(n0), _check_degree(degree)
+        n0, (dx, _) = _check_n0(n0), _check_degree(degree)
         q = float(self.q0)
         if not with_mean:
             return SummaryRule(np.zeros(1), np.full(1, q), np.ones(1))
         if n0 == 1:
             return SummaryRule(np.sqrt(q) * np.array([-1.0, 1.0]), np.full(2, q), np.full(2, 0.5))
-        s, w = _symmetric_beta_rule((n0 - 1) / 2.0, degree)
+        s, w = _symmetric_beta_rule((n0 - 1) / 2.0, dx)
         return SummaryRule(np.sqrt(q) * s, np.full(s.shape, q), w)
 
 
@@ -322,10 +327,10 @@ class Uniform(InputLaw):
         not matched, so E_x f(x̄, ρ) carries an error of order n₀⁻² times the third
         derivatives of f (for smooth f).
         """
-        n0, degree = _check_n0(n0), _check_degree(degree)
+        n0, (dx, dr) = _check_n0(n0), _check_degree(degree)
         lo, hi = float(self.low), float(self.high)
         if n0 <= 2:
-            t, w = np.polynomial.legendre.leggauss(max(degree, 8))
+            t, w = np.polynomial.legendre.leggauss(max(dx, dr, 8))
             x = lo + (hi - lo) * (t + 1.0) / 2.0
             w = w / 2.0
             if n0 == 1:
@@ -338,13 +343,13 @@ class Uniform(InputLaw):
         if not with_mean:
             # ρ alone: Gamma with the exact E ρ = c² + σ² and Var ρ = Var(x_i²)/n₀.
             m, v = c * c + s2, (4 * c * c * s2 + mu4 - s2 * s2) / n0
-            r, w = _gamma_rule(m * m / v, v / m, degree)
+            r, w = _gamma_rule(m * m / v, v / m, dr)
             return SummaryRule(np.full(r.shape, c), r, w, exact=False)
         m_r = s2 * (n0 - 1) / n0
         v_r = (mu4 - s2 * s2) / n0 - 2 * s2 * s2 / n0**2
-        t, wt = _hermite_rule(degree)
+        t, wt = _hermite_rule(dx)
         xb = (c + np.sqrt(s2 / n0) * t, wt)
-        r_rule = _gamma_rule(m_r * m_r / v_r, v_r / m_r, degree)
+        r_rule = _gamma_rule(m_r * m_r / v_r, v_r / m_r, dr)
         return SummaryRule(*_tensor(xb, r_rule), exact=False)
 
 

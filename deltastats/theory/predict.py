@@ -17,9 +17,10 @@ from ..model.targets import TargetLaw
 from ..model.targets import zeros as _zero_targets
 from ._common import _std_moment
 from .finite_width import relu_log_norm_var
-from .gaussian import _loss_and_targets, backward_moments, pair_moments
+from .gaussian import _loss_and_targets, _moments, pair_moments
+from .input_law import log_mean
 from .linear import linear_exact
-from .meanfield import _check_net, forward_moments
+from .meanfield import _check_net
 
 #: Statistic names shared with the estimators (plus the log-scale and cross-unit extras).
 STATISTICS = (
@@ -128,21 +129,24 @@ def predict(
     inputs = _gaussian_inputs(1.0) if inputs is None else inputs
     targets = _zero_targets() if targets is None else targets
     mu_y, s_y = _loss_and_targets(net, loss, targets)
-    fw = forward_moments(net, inputs)
-    bw = backward_moments(net, inputs, targets, loss, forward=fw)
+    fw, bw = _moments(net, inputs, mu_y, s_y)
     L, n = net.depth, net.widths
     rows: list[tuple[int, str, float, str]] = []
 
     def add(l, stat, value, how):
         rows.append((l, stat, float(value), how))
 
-    # log E[h⁽ˡ⁻¹⁾²] per unit: q₀ for the input, σ-scaled E[φ²] for hidden layers.
-    log_h2 = np.empty(L)
-    log_h2[0] = np.log(fw.input_q) if fw.input_q > 0 else -np.inf
-    for l in range(2, L + 1):
-        e2 = _std_moment(phi, "phi2", fw.a[l - 2], fw.log_var[l - 2])
-        with np.errstate(divide="ignore"):
-            log_h2[l - 1] = fw.log_var[l - 2] + np.log(e2)
+    # log E[h⁽ˡ⁻¹⁾² | x] per unit at each input node: ρ for the input, σ-scaled E[φ²] for
+    # hidden layers; the per-sample E[δ_j² h_i²] = E_x[S_l(x)·E[h²|x]] (independent given x).
+    na, nlv, w, rho = fw.nodes()
+    node_h2 = np.empty(na.shape)
+    with np.errstate(divide="ignore"):
+        node_h2[:, 0] = np.log(rho)
+        for l in range(2, L + 1):
+            e2 = _std_moment(phi, "phi2", na[:, l - 2], nlv[:, l - 2])
+            node_h2[:, l - 1] = nlv[:, l - 2] + np.log(e2)
+    log_h2 = log_mean(node_h2, w)
+    log_grad = log_mean(bw.node_log_delta_sq + node_h2, w)
 
     pair = pair_moments(net, inputs, targets, loss, forward=fw, backward=bw) if batch > 1 else None
     exact = None
@@ -170,7 +174,9 @@ def predict(
             add(l, "delta_var", sq * max(rel, 0.0), how)
             add(l, "delta_norm_sq", sq, how)
             add(l, "delta_cross", bw.delta_cross[l - 1], "gaussian")
-            g1 = np.exp(log_sq + log_h2[l - 1])
+            # exact-linear E[δ²] with the pooled E[h²] (δ and h are independent given x only
+            # at infinite width, so nothing better is derived at finite width)
+            g1 = np.exp(log_sq + log_h2[l - 1] if how == "exact-linear" else log_grad[l - 1])
             if batch > 1:
                 cross = pair.delta_cross_sample[l - 1] * pair.h_cross[l - 1]
                 g1 = (g1 + (batch - 1) * cross) / batch
