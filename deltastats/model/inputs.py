@@ -244,20 +244,27 @@ class Gaussian(InputLaw):
         """Exact: x̄ ~ N(0, q₀/n₀) and n₀ρ − n₀x̄² ~ q₀χ²_{n₀−1}, independent.
 
         (√n₀·x̄ is the coordinate of x along the unit vector 1/√n₀ and n₀(ρ − x̄²) the
-        squared norm of the orthogonal complement: Cochran's theorem.) Gauss–Hermite in x̄,
-        generalised Gauss–Laguerre in r = ρ − x̄² ~ Gamma((n₀−1)/2, 2q₀/n₀); with
-        ``with_mean=False`` the marginal ρ ~ Gamma(n₀/2, 2q₀/n₀).
+        squared norm of the orthogonal complement: Cochran's theorem.) Equivalently, in polar
+        form, x̄ = √ρ·s with n₀ρ/q₀ ~ χ²_{n₀} and s = cos∠(x, 1) of density
+        ∝ (1 − s²)^{(n₀−3)/2}, independent (the direction of an isotropic Gaussian vector is
+        uniform and independent of its norm). The rule is the product of generalised
+        Gauss–Laguerre in ρ ~ Gamma(n₀/2, 2q₀/n₀) and Gauss–Jacobi in s: the polar form keeps
+        the integrand analytic in x̄ (a rule in (x̄, ρ − x̄²) meets the singularity of
+        v₁ = σ_w²ρ + σ_b² → 0 at imaginary x̄ close to the real axis and converges slowly for
+        small n₀), and since the s-rule is symmetric, odd powers of √ρ cancel.
+        ``degree`` = (nodes in s, nodes in ρ); with ``with_mean=False`` only the ρ-rule.
         """
         n0, (dx, dr) = _check_n0(n0), _check_degree(degree)
         q = float(self.q0)
+        rho, w = _gamma_rule(n0 / 2.0, 2.0 * q / n0, dr)
         if not with_mean:
-            r, w = _gamma_rule(n0 / 2.0, 2.0 * q / n0, dr)
-            return SummaryRule(np.zeros_like(r), r, w)
-        t, wt = _hermite_rule(dx)
-        xb = (np.sqrt(q / n0) * t, wt)
-        if n0 == 1:  # ρ = x̄² exactly
-            return SummaryRule(xb[0], xb[0] ** 2, wt)
-        return SummaryRule(*_tensor(xb, _gamma_rule((n0 - 1) / 2.0, 2.0 * q / n0, dr)))
+            return SummaryRule(np.zeros_like(rho), rho, w)
+        if n0 == 1:  # x = ±√ρ
+            s, ws = np.array([-1.0, 1.0]), np.full(2, 0.5)
+        else:
+            s, ws = _symmetric_beta_rule((n0 - 1) / 2.0, dx)
+        S, R = np.meshgrid(s, rho, indexing="ij")
+        return SummaryRule((S * np.sqrt(R)).ravel(), R.ravel(), np.outer(ws, w).ravel())
 
 
 @dataclass(frozen=True)

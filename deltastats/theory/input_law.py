@@ -36,10 +36,11 @@ from .quadrature import QuadratureWarning
 #: Degrees (nodes per dimension) tried by :func:`adaptive`, in order (ratio ≈ 1.5).
 DEGREES = (4, 6, 9, 13, 19, 28, 42)
 #: Tolerance on the pooled keys (logs and standardised means) between successive degrees.
-#: The returned result is the finer one, whose error is 10–100 times smaller (≲ 10⁻⁶, far
-#: below any Monte Carlo standard error): the per-input maps are analytic in (x̄, ρ) but have
-#: complex singularities just below ρ = 0 (where v₁ = σ_w²ρ + σ_b² vanishes), so the Gauss
-#: rules converge geometrically, by a factor of about 10–30 per step of :data:`DEGREES`.
+#: The returned result is the finer one. Its error is below RTOL, and far below it for wide
+#: inputs (≲ 10⁻⁶ at n₀ ≥ 16); it is of order RTOL only for n₀ of a few units: the per-input
+#: maps E_t f(m₁ + √v₁ t) are not analytic at v₁ = 0, i.e. just below ρ = 0 when σ_b is
+#: small, where the law of ρ (Gamma with shape n₀/2) puts mass when n₀ is small, so there
+#: the Gauss rules converge slowly.
 RTOL = 1e-4
 
 
