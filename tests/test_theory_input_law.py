@@ -307,3 +307,70 @@ def test_first_layer_variance_with_mu_w_matches_monte_carlo():
     assert p[(1, "z_var")] == pytest.approx(1 + 1 / 16)
     assert abs(e - p[(1, "z_var")]) < 3 * se
     assert abs(e - 1.0) > 5 * se  # without Var_x(μ_w x̄)
+
+
+# ---------------------------------------------------------------------------------------------
+# no fitted constant carries a verdict; coverage is stated
+# ---------------------------------------------------------------------------------------------
+
+
+def test_relu_log_norm_variance_uses_the_derived_rho_and_the_fitted_mean_is_empirical():
+    widths = (32,) * 5 + (4,)
+    fl = T.relu_log_norm_var(widths)
+    # (H2) with ρ = 1: Var log‖δ⁽ˡ⁾‖² = V_L + 3·backward_var, whatever n_L.
+    np.testing.assert_allclose(fl.log_var - fl.log_var[-1], 3 * fl.backward_var, rtol=1e-12)
+    assert T.relu_log_norm_var(widths, rho=1.0).log_var == pytest.approx(fl.log_var)
+    net = ds.MLP(widths, activation="relu", sigma_w=np.sqrt(2.0))
+    p = T.predict(net)
+    how = p.groupby("statistic")["assumption"].first()
+    assert how["log_delta_norm_sq_var"] == "hanin-lognormal"
+    assert how["log_delta_norm_sq_mean"] == "empirical"
+
+
+def test_compare_gives_empirical_rows_no_verdict_and_keeps_them_out_of_the_family():
+    import pandas as pd
+
+    est = pd.DataFrame(
+        dict(
+            layer=[1, 2, 3],
+            statistic=["delta_sq", "delta_sq", "log_delta_norm_sq_mean"],
+            estimate=[1.0, 2.0, 5.0],
+            std_error=[0.1, 0.1, 0.1],
+            n_networks=100,
+        )
+    )
+    pred = pd.DataFrame(
+        dict(
+            layer=[1, 2, 3],
+            statistic=["delta_sq", "delta_sq", "log_delta_norm_sq_mean"],
+            prediction=[1.0, 2.05, 1.0],  # the empirical row is 40 SE off
+            assumption=["gaussian", "gaussian", "empirical"],
+        )
+    )
+    c = ds.compare(est, pred).set_index("layer")
+    assert c.loc[3, "verdict"] == "no verdict" and np.isnan(c.loc[3, "p_value"])
+    assert c.loc[3, "z_score"] == pytest.approx(40.0)
+    assert list(c.loc[[1, 2], "verdict"]) == ["agrees", "agrees"]
+    # the family has two members: Holm multiplies the smaller p-value by 2, not 3
+    p2 = 2 * stats.t.sf(0.5, 99)
+    assert c.loc[2, "p_adjusted"] == pytest.approx(min(1.0, 2 * p2))
+    text = ds.summarize(c.reset_index())
+    assert "agrees with Monte Carlo in 2 of 2 rows" in text and "1 rows carry an empirical" in text
+
+
+def test_not_covered_settings_say_what_to_do():
+    net = ds.MLP((4, 8, 3))
+    with pytest.raises(T.TheoryNotCovered, match="Monte Carlo alone"):
+        T.predict(net, loss="cross_entropy", targets=targets.one_hot(3))
+    with pytest.raises(T.TheoryNotCovered, match="targets independent of the network"):
+        T.not_covered(net, targets=targets.teacher(ds.MLP((4, 3))))
+    wd = T.not_covered(net, weight_decay=1e-3)
+    assert set(wd) == {"grad_w_sq"} and "λW" in wd["grad_w_sq"]
+    assert "grad_w_sq" not in set(T.predict(net, weight_decay=1e-3).statistic)
+    bm = T.not_covered(net, batch=8)
+    assert set(bm) == {"grad_w_sq"} and "compare B = 1" in bm["grad_w_sq"]
+    assert T.not_covered(net) == {}
+    with pytest.raises(ValueError, match="^batch must be"):
+        T.predict(net, batch=0)
+    with pytest.raises(ValueError, match="^weight_decay must be"):
+        T.predict(net, weight_decay=-1.0)

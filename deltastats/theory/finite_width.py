@@ -43,7 +43,8 @@ class LogNormalFluctuation:
     log_var : ndarray, shape (L,)
         Var log‖δ⁽ˡ⁾‖² (total over networks and inputs) = V_L + (1 + 2ρ) backward_var.
     log_mean : ndarray or None, shape (L,)
-        E log(‖δ⁽ˡ⁾‖²/n_l), (H3); ``None`` unless ``sigma_w`` and ``input_log_mean`` are given.
+        E log(‖δ⁽ˡ⁾‖²/n_l), (H3), an empirical fit (its per-layer shift is measured);
+        ``None`` unless ``sigma_w`` and ``input_log_mean`` are given.
     """
 
     beta: np.ndarray
@@ -53,9 +54,13 @@ class LogNormalFluctuation:
 
 
 def hanin_rho(n_out: int) -> float:
-    """Empirical correlation ρ of log(‖δ⁽ˡ⁾‖²/‖δ⁽ᴸ⁾‖²) with log‖δ⁽ᴸ⁾‖² (see (H2)).
+    """Empirical fit ρ(n_L) = 1 − 0.04 log₂ n_L — **not a prediction**.
 
-    Fitted to our Monte Carlo: ρ = 1.03, 0.92, 0.84 at n_L = 1, 4, 16 (hidden width 128).
+    A fit to this package's own Monte Carlo (ρ = 1.03, 0.92, 0.84 at n_L = 1, 4, 16, hidden
+    width 128) of the coefficient in (H2) and (H3). :func:`relu_log_norm_var` does not use
+    it for the variance (there ρ = 1 is derived, see (H2)); it scales only the measured
+    per-layer shift of E log‖δ‖² in (H3), whose rows :func:`~deltastats.theory.predict`
+    labels ``assumption="empirical"`` and :func:`~deltastats.compare` gives no verdict.
     """
     return float(np.clip(1.0 - 0.04 * np.log2(max(int(n_out), 1)), 0.0, 1.0))
 
@@ -67,6 +72,7 @@ def relu_log_norm_var(
     rho: float | None = None,
     sigma_w=None,
     input_log_mean: float | None = None,
+    mean_shift: float | None = None,
 ) -> LogNormalFluctuation:
     """Log-normal approximation of ‖δ⁽ˡ⁾‖² for He-type ReLU networks (any σ_w, σ_b = 0, μ_w = 0).
 
@@ -77,35 +83,40 @@ def relu_log_norm_var(
         v(n) = Var log χ²_K = E ψ'(K/2) + Var ψ(K/2),  K ~ Bin(n, ½),  v(n) = 5/n + O(n⁻²)  (H1)
 
     so the backward product has Var log(‖δ⁽ˡ⁾‖²/‖δ⁽ᴸ⁾‖²) = Σ_{j=l}^{L−1} v(n_j) ≈ 5β_l — the
-    literature's 5β. For the squared loss with zero targets, δ⁽ˡ⁾ = JᵀJz⁽ˡ⁾ (J = ∂g/∂z⁽ˡ⁾), so the
-    backward product is strongly correlated with the output norm, and the total variance is
+    literature's 5β. For the squared loss with zero targets the total variance is
 
         Var log‖δ⁽ˡ⁾‖² = V_L + (1 + 2ρ) Σ_{j=l}^{L−1} v(n_j),                              (H2)
         V_L = V_x + Σ_{j=1}^{L−1} v(n_j) + ψ'(n_L/2)
 
-    with V_x = Var log‖x‖² (ψ'(n_0/2) for Gaussian inputs, 0 on the sphere) and ρ the
-    correlation of the backward product with log‖δ⁽ᴸ⁾‖². For n_L = 1, ρ = 1 in the
-    large-width limit (‖δ⁽ˡ⁾‖² = ‖J‖⁴(ẑ·Ĵ)²‖z‖²), giving a total slope of 15β.
+    with V_x = Var log‖x‖² (ψ'(n_0/2) for Gaussian inputs, 0 on the sphere) and ρ = 1 to
+    leading order in 1/n, for every n_L. Derivation: ReLU without bias is positively
+    homogeneous, so g = J z⁽ˡ⁾ with J = ∂g/∂z⁽ˡ⁾ (n_L × n_l) and δ⁽ˡ⁾ = Jᵀg. Write
+    M = JJᵀ and g = M^{1/2}ξ·‖z⁽ˡ⁾‖/√n_l with ξ ~ N(0, I_{n_L}) independent of M and of
+    ‖z⁽ˡ⁾‖ (the direction of z⁽ˡ⁾ is isotropic relative to J at leading order). Then
 
-    Measured (Monte Carlo, hidden width 128, depth 9, 4000 networks × 4 Gaussian inputs, He
-    init, zero targets): the backward product grows as 5.1β (n_L = 1), 4.8β (n_L = 4),
-    4.1β (n_L = 16) — the literature's ≈ 5β, reduced when n_L/n is not small; the total
-    Var log‖δ⁽ˡ⁾‖² grows as 15.6β, 13.6β and 11.0β, i.e. ρ ≈ 1.0, 0.92, 0.84. So **the
-    statistic people measure, Var log‖δ⁽ˡ⁾‖², grows about three times faster than 5β**. We use
-    the empirical ρ(n_L) = 1 − 0.04 log₂ n_L, which overestimates the total slope by ≈ 7 % at
-    n_L = 4 (it inherits v(n) ≈ 5.15/n at n = 128 where the backward product shows 4.8/n).
+        ‖δ⁽ᴸ⁾‖² = ‖g‖² = (‖z⁽ˡ⁾‖²/n_l) ξᵀMξ,     ‖δ⁽ˡ⁾‖² = gᵀMg = (‖z⁽ˡ⁾‖²/n_l) ξᵀM²ξ.
 
-    Means add whatever the correlations, so E log‖δ⁽ˡ⁾‖² is exact under the χ² model:
+    M is a product of independent factors (σ²/n_j)·Wishart(K_j) close to c·(I + A) with A
+    small (O(√β)); with ξ̂ = ξ/‖ξ‖ and e = ξ̂ᵀAξ̂, to first order log ξᵀMξ = log c + log‖ξ‖² + e
+    and log ξᵀM²ξ = 2 log c + log‖ξ‖² + 2e. The backward product is b = log c + e, with
+    variance Σ_j v(n_j) (each Wishart factor's quadratic form in a direction independent of
+    it is a scaled χ²_{K_j}: 4/n_j, and the mask count K_j ~ Bin(n_j, ½) adds 1/n_j), and
+    log‖δ⁽ˡ⁾‖² = log‖δ⁽ᴸ⁾‖² + b with Cov(log‖δ⁽ᴸ⁾‖², b) = Var b: hence 1 + 2ρ = 3, a total
+    slope of 15β. (Monte Carlo at hidden width 128 gives 15.6β, 13.6β, 11.0β at n_L = 1, 4,
+    16: the second-order terms, of relative order n_L/n, are not derived.)
+
+    The mean, (H3), adds the per-layer expectations of the forward and backward χ² factors:
 
         E log‖δ⁽ˡ⁾‖² = E log‖x‖² + Σ_{j=1}^{L−1} [log(σ_j²/n_{j−1}) + e(n_j)]
                       + log(σ_L²/n_{L−1}) + ψ(n_L/2) + log 2
-                      + Σ_{j=l}^{L−1} [log(σ_{j+1}²/n_j) + e(n_j) + ρ v(n_j)]             (H3)
+                      + Σ_{j=l}^{L−1} [log(σ_{j+1}²/n_j) + e(n_j) + ρ_m v(n_j)]            (H3)
 
-    with e(n) = E log χ²_K. The ρ v(n_j) term is measured, not derived: the backward factors
-    are not fresh χ²'s — ĝ = g/‖g‖ leans towards the large singular directions of J, so
-    log‖Jᵀĝ‖² is shifted up by about the covariance ρ v(n_j) per layer (Monte Carlo at
-    n = 64, L = 8, n_L = 4: +0.07 per layer, ρv = 0.076). Without it (H3) is 0.48 low at
-    β = 0.11; with it, within 0.05. (The log-normal shortcut log E − Var/2 is worse still.)
+    with e(n) = E log χ²_K. The shift ρ_m v(n_j) per backward layer is **measured, not
+    derived**: the backward factors are not fresh χ²'s (ĝ = g/‖g‖ leans towards the large
+    singular directions of J), and the Monte Carlo shift (n = 64, L = 8, n_L = 4: +0.07 per
+    layer) is modelled with the empirical ρ_m = :func:`hanin_rho` (n_L). ``log_mean`` is
+    therefore an empirical fit, and :func:`~deltastats.theory.predict` labels its rows
+    ``assumption="empirical"`` (no verdict).
 
     Parameters
     ----------
@@ -118,7 +129,9 @@ def relu_log_norm_var(
     input_log_mean : float or None
         E log‖x‖² (log q₀ + ψ(n₀/2) + log 2 for Gaussian inputs, log(n₀q₀) on the sphere).
     rho : float or None
-        ρ in (H2); ``None`` uses the empirical ρ(n_L) = 1 − 0.04 log₂ n_L.
+        ρ in (H2); ``None`` uses the derived leading-order value ρ = 1.
+    mean_shift : float or None
+        ρ_m in (H3); ``None`` uses the empirical :func:`hanin_rho` (n_L).
 
     Returns
     -------
@@ -133,7 +146,8 @@ def relu_log_norm_var(
             f"widths must list (n_0, …, n_L): at least two positive ints, got {widths!r}"
         )
     L = len(w) - 1
-    rho = hanin_rho(w[-1]) if rho is None else float(rho)
+    rho = 1.0 if rho is None else float(rho)
+    rho_m = hanin_rho(w[-1]) if mean_shift is None else float(mean_shift)
     v = np.array([_logchi2_binom(w[j])[0] for j in range(1, L)] + [0.0])  # v(n_j), j = 1 … L
     beta = np.array([sum(1.0 / w[j] for j in range(l, L)) for l in range(1, L + 1)])
     back = np.array([v[l - 1 : L - 1].sum() for l in range(1, L + 1)])
@@ -146,7 +160,7 @@ def relu_log_norm_var(
         fwd = float(input_log_mean) + np.sum(np.log(sw2[: L - 1] / n_in[: L - 1]) + e)
         top = fwd + np.log(sw2[L - 1] / n_in[L - 1]) + special.digamma(w[-1] / 2) + np.log(2.0)
         # backward factor j (δ⁽ʲ⁺¹⁾ → δ⁽ʲ⁾): log(σ_{j+1}²/n_j) + e(n_j), j = 1 … L−1
-        bfac = np.log(sw2[1:] / np.array(w[1:L], dtype=np.float64)) + e + rho * v[: L - 1]
+        bfac = np.log(sw2[1:] / np.array(w[1:L], dtype=np.float64)) + e + rho_m * v[: L - 1]
         log_mean = np.array([top + bfac[l - 1 :].sum() - np.log(w[l]) for l in range(1, L + 1)])
     return LogNormalFluctuation(
         beta=beta, backward_var=back, log_var=V_L + (1 + 2 * rho) * back, log_mean=log_mean

@@ -20,6 +20,10 @@ import pandas as pd
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
+#: Assumptions whose rows are shown but never tested: a prediction that contains a constant
+#: fitted to Monte Carlo cannot confirm or refute the Monte Carlo it was fitted to.
+NO_VERDICT = ("empirical",)
+
 COLUMNS = [
     "layer",
     "statistic",
@@ -71,7 +75,9 @@ def compare(
     DataFrame
         Columns :data:`COLUMNS` (plus any extra key columns): ``rel_error`` =
         estimate/prediction − 1, ``z_score``, ``p_value``, ``p_adjusted``, ``verdict`` ∈
-        {``"agrees"``, ``"disagrees"``, ``"undefined"``}. Rows whose prediction is missing or
+        {``"agrees"``, ``"disagrees"``, ``"undefined"``, ``"no verdict"``} (the last for
+        rows whose ``assumption`` is in :data:`NO_VERDICT`, kept out of the multiple-testing
+        family like ``"undefined"``). Rows whose prediction is missing or
         not finite are dropped (theory does not cover every statistic); rows with zero
         standard error are tested exactly (agree only if equal).
     """
@@ -113,22 +119,28 @@ def compare(
     dof = (df["n_networks"].to_numpy() - 1) if "n_networks" in df else np.full(len(df), np.inf)
     # An estimate that is not finite (e.g. log‖δ‖² = −inf where a ReLU layer died) or has no
     # standard error cannot be tested: it is "undefined", kept out of the multiple-testing family.
-    valid = (
+    finite = (
         np.isfinite(df["estimate"].to_numpy(dtype=float))
         & np.isfinite(se)
         & np.isfinite(df["prediction"].to_numpy(dtype=float))
     )
+    valid = finite.copy()
+    no_verdict = df["assumption"].isin(NO_VERDICT).to_numpy()
+    valid &= ~no_verdict
     p = np.full(len(df), np.nan)
     p_adj = np.full(len(df), np.nan)
     p[valid] = 2 * stats.t.sf(np.abs(z[valid]), np.maximum(dof[valid], 1))
     if valid.any():
         p_adj[valid] = multipletests(p[valid], alpha=alpha, method=correction)[1]
     df["rel_error"] = rel
-    df["z_score"] = np.where(valid, z, np.nan)
+    # an empirical row keeps its z-score for reference, but no p-value and no verdict
+    df["z_score"] = np.where(valid | (no_verdict & finite), z, np.nan)
     df["p_value"] = p
     df["p_adjusted"] = p_adj
     ok = (p_adj > alpha) | (np.abs(np.nan_to_num(rel, nan=np.inf)) <= rel_tol)
-    df["verdict"] = np.where(valid, np.where(ok, "agrees", "disagrees"), "undefined")
+    df["verdict"] = np.where(
+        valid, np.where(ok, "agrees", "disagrees"), np.where(no_verdict, "no verdict", "undefined")
+    )
     for c in ("ci_low", "ci_high"):
         if c not in df:
             df[c] = np.nan
@@ -140,8 +152,11 @@ def compare(
 def summarize(table: pd.DataFrame) -> str:
     """One-paragraph plain-language summary of a :func:`compare` table."""
     undefined = int((table["verdict"] == "undefined").sum())
-    n, agree = len(table) - undefined, int((table["verdict"] == "agrees").sum())
+    unjudged = int((table["verdict"] == "no verdict").sum())
+    n, agree = len(table) - undefined - unjudged, int((table["verdict"] == "agrees").sum())
     text = f"Theory agrees with Monte Carlo in {agree} of {n} rows."
+    if unjudged:
+        text += f" {unjudged} rows carry an empirical fit and get no verdict."
     if undefined:
         text += (
             f" {undefined} rows are undefined (estimate or prediction not finite, e.g. dead ReLU"
