@@ -330,6 +330,8 @@ def test_relu_log_norm_variance_uses_the_derived_rho_and_the_fitted_mean_is_empi
 def test_compare_gives_empirical_rows_no_verdict_and_keeps_them_out_of_the_family():
     import pandas as pd
 
+    from deltastats.workflow.compare import compare, summarize
+
     est = pd.DataFrame(
         dict(
             layer=[1, 2, 3],
@@ -347,14 +349,14 @@ def test_compare_gives_empirical_rows_no_verdict_and_keeps_them_out_of_the_famil
             assumption=["gaussian", "gaussian", "empirical"],
         )
     )
-    c = ds.compare(est, pred).set_index("layer")
+    c = compare(est, pred).set_index("layer")
     assert c.loc[3, "verdict"] == "no verdict" and np.isnan(c.loc[3, "p_value"])
     assert c.loc[3, "z_score"] == pytest.approx(40.0)
     assert list(c.loc[[1, 2], "verdict"]) == ["agrees", "agrees"]
     # the family has two members: Holm multiplies the smaller p-value by 2, not 3
     p2 = 2 * stats.t.sf(0.5, 99)
     assert c.loc[2, "p_adjusted"] == pytest.approx(min(1.0, 2 * p2))
-    text = ds.summarize(c.reset_index())
+    text = summarize(c.reset_index())
     assert "agrees with Monte Carlo in 2 of 2 rows" in text and "1 rows carry an empirical" in text
 
 
