@@ -16,7 +16,7 @@ from ..model.networks import MLP
 from ..model.targets import TargetLaw
 from ..model.targets import zeros as _zero_targets
 from ._common import _std_moment
-from .finite_width import relu_log_norm_var
+from .finite_width import forward_corrections, relu_log_norm_var
 from .gaussian import _loss_and_targets, _moments, pair_moments
 from .input_law import log_mean
 from .linear import linear_exact
@@ -67,6 +67,7 @@ def predict(
     *,
     batch: int = 1,
     weight_decay: float = 0.0,
+    finite_width: bool = False,
 ) -> pd.DataFrame:
     """Theory predictions per layer, joinable with the Monte Carlo estimates.
 
@@ -102,7 +103,9 @@ def predict(
     ``"exact-linear"`` (:func:`linear_exact`, φ = φ_out = identity, Gaussian weights),
     ``"hanin-lognormal"`` (:func:`relu_log_norm_var`, leading order in 1/n) and
     ``"empirical"`` (a formula with a constant fitted to Monte Carlo: shown for reference,
-    never given a verdict by :func:`~deltastats.compare`).
+    never given a verdict by :func:`~deltastats.compare`) and ``"finite-width"`` (with
+    ``finite_width=True``: ``z_mean``, ``z_var`` and ``log_z_var`` to first order in 1/n,
+    :func:`~deltastats.theory.finite_width.forward_corrections`, beside the mean-field rows).
 
     Parameters
     ----------
@@ -119,6 +122,9 @@ def predict(
     weight_decay : float
         λ of the batch objective. Theory has no λW term in ∂J/∂W, so with λ > 0 the
         ``grad_w_sq`` rows are left out (:func:`not_covered` says why).
+    finite_width : bool
+        Add the forward 1/n rows (``assumption="finite-width"``). The backward 1/n terms are
+        not derived, so E δ and E δ² have no finite-width rows.
 
     Raises
     ------
@@ -132,6 +138,8 @@ def predict(
     """
     batch = checks.positive_int("batch", batch, " (inputs per network)")
     checks.nonnegative_real("weight_decay", weight_decay)
+    if not isinstance(finite_width, bool):
+        raise ValueError(f"finite_width must be True or False, got {finite_width!r}")
     phi, phi_out = _check_net(net)
     inputs = _gaussian_inputs(1.0) if inputs is None else inputs
     targets = _zero_targets() if targets is None else targets
@@ -189,6 +197,15 @@ def predict(
                 g1 = (g1 + (batch - 1) * cross) / batch
             if not weight_decay:
                 add(l, "grad_w_sq", n[l] * n[l - 1] * g1, "mean-field")
+
+    if finite_width:
+        fc = forward_corrections(net, inputs, forward=fw)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for l in range(1, L + 1):
+                if np.isfinite(fc.z_var[l - 1]) and fc.z_var[l - 1] > 0:
+                    add(l, "z_mean", fc.z_mean[l - 1], "finite-width")
+                    add(l, "z_var", fc.z_var[l - 1], "finite-width")
+                    add(l, "log_z_var", np.log(fc.z_var[l - 1]), "finite-width")
 
     vx = _input_log_var(inputs, n[0])
     ex_log = _input_log_mean(inputs, n[0], fw.input_q)

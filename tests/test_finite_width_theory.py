@@ -1,0 +1,138 @@
+"""Forward 1/n theory (theory.finite_width.forward_corrections): closed cases, an independent
+implementation of the book's one-input recursions, Monte Carlo, and predict's rows."""
+
+import time
+
+import numpy as np
+import pytest
+from numpy.polynomial.hermite_e import hermegauss
+
+import deltastats as ds
+from deltastats import inputs, targets
+from deltastats import theory as T
+from deltastats.theory.finite_width import forward_corrections
+
+
+def test_relu_and_linear_without_bias_have_no_kernel_shift_and_the_exact_layer_2_vertex():
+    """f₂ = E φ² is linear in G for relu (G/2) and linear (G): δK = 0 at any width. The
+    vertex at layer 2 is exact: Var(Ĝ₂ | x) = σ⁴ Var(φ(z)²)/n₁ with z ~ N(0, K₁)."""
+    n, q = 32, 1.3
+    for act, var_phi2 in (("relu", 5 / 4), ("linear", 2.0)):  # Var φ² / K²
+        sw2 = 2.0 if act == "relu" else 1.0
+        net = ds.MLP((8, n, n, n, 1), activation=act, sigma_w=np.sqrt(sw2))
+        fc = forward_corrections(net, inputs.sphere(q))
+        np.testing.assert_allclose(fc.shift_var, 0.0, atol=1e-12)
+        K1 = sw2 * q
+        assert fc.vertex[1] == pytest.approx(sw2**2 * var_phi2 * K1**2 / n, rel=1e-10)
+        assert fc.vertex[0] == 0.0
+
+
+def _book_recursion(act, sw2, sb2, q, widths):
+    """Roberts–Yaida–Hanin one-input recursions at μ_w = 0, written independently: g(K) and
+    its derivatives by central differences of a 200-point Gauss–Hermite rule."""
+    t, w = hermegauss(200)
+    w = w / w.sum()
+    phi = ds.activations.get_activation(act).phi
+
+    def g(K):
+        return w @ phi(np.sqrt(K) * t) ** 2
+
+    def phi4(K):
+        return w @ phi(np.sqrt(K) * t) ** 4
+
+    K, V, dK, out = sw2 * q + sb2, 0.0, 0.0, []
+    for n in widths[1:-1]:
+        out.append((K, V, dK))
+        h = 1e-3 * K
+        g1 = (g(K + h) - g(K - h)) / (2 * h)
+        g2 = (g(K + h) - 2 * g(K) + g(K - h)) / (h * h)
+        V, dK = (
+            sw2**2 * (phi4(K) - g(K) ** 2) / n + (sw2 * g1) ** 2 * V,
+            sw2 * g1 * dK + 0.5 * sw2 * g2 * V,
+        )
+        K = sw2 * g(K) + sb2
+    out.append((K, V, dK))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("act", ["tanh", "erf", "sin"])
+def test_zero_mean_case_is_the_books_one_input_recursion(act):
+    widths = (10, 48, 64, 40, 64, 1)
+    sw2, sb2, q = 1.6, 0.1, 0.8
+    net = ds.MLP(widths, activation=act, sigma_w=np.sqrt(sw2), sigma_b=np.sqrt(sb2))
+    fc = forward_corrections(net, inputs.sphere(q))
+    ref = _book_recursion(act, sw2, sb2, q, widths)
+    np.testing.assert_allclose(fc.vertex, ref[:, 1], rtol=1e-5, atol=1e-12)
+    np.testing.assert_allclose(fc.shift_var, ref[:, 2], rtol=1e-4, atol=1e-9)
+    assert np.all(fc.shift_var[2:] != 0)
+
+
+def _mc(net, law, M, B, seed):
+    est = ds.estimate(net, law, targets.zeros(), n_networks=M, batch=B, seed=seed)
+    t = est.per_layer()
+    return t[t.unit == -1].set_index(["layer", "statistic"])
+
+
+def test_tanh_width_32_variance_matches_monte_carlo_where_mean_field_does_not():
+    """Critical tanh (σ_w² = 1.76, σ_b² = 0.05) at width 32, sphere inputs: z_var falls below
+    mean field layer after layer; the 1/n rows agree within 3 SE at every layer."""
+    widths = (16,) + (32,) * 6 + (1,)
+    net = ds.MLP(widths, activation="tanh", sigma_w=np.sqrt(1.76), sigma_b=np.sqrt(0.05))
+    law = inputs.sphere()
+    mc = _mc(net, law, 3000, 8, 1)
+    p = T.predict(net, law, finite_width=True)
+    fw = p[p.assumption == "finite-width"].set_index(["layer", "statistic"]).prediction
+    mf = p[p.assumption == "mean-field"].set_index(["layer", "statistic"]).prediction
+    z_mf = []
+    for l in range(1, 8):
+        e, se = mc.loc[(l, "z_var"), "estimate"], mc.loc[(l, "z_var"), "std_error"]
+        assert abs(e - fw[(l, "z_var")]) < 3 * se, (l, e, fw[(l, "z_var")], se)
+        z_mf.append((e - mf[(l, "z_var")]) / se)
+    assert min(z_mf[3:6]) < -1.5  # mean field is high at layers 4–6
+    assert np.sum(np.square(z_mf)) > 2 * sum(
+        ((mc.loc[(l, "z_var"), "estimate"] - fw[(l, "z_var")]) / mc.loc[(l, "z_var"), "std_error"])
+        ** 2
+        for l in range(1, 8)
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("act", "n", "sw2", "mw", "law"),
+    [
+        ("gelu", 128, 1.5, 0.0, "sphere"),
+        ("relu", 64, 1.5, 0.5, "gaussian"),
+        ("softplus", 64, 1.2, 0.5, "gaussian"),
+    ],
+)
+def test_forward_corrections_match_monte_carlo_within_3_se(act, n, sw2, mw, law):
+    net = ds.MLP(
+        (16,) + (n,) * 6 + (1,),
+        activation=act,
+        sigma_w=np.sqrt(sw2),
+        sigma_b=np.sqrt(0.05),
+        mu_w=mw,
+    )
+    law = inputs.sphere() if law == "sphere" else inputs.gaussian()
+    mc = _mc(net, law, 3000, 8, 1)
+    fc = forward_corrections(net, law)
+    for l in range(1, 8):
+        for stat, pred in (("z_var", fc.z_var), ("z_mean", fc.z_mean)):
+            e, se = mc.loc[(l, stat), "estimate"], mc.loc[(l, stat), "std_error"]
+            assert abs(e - pred[l - 1]) < 3 * se, (stat, l, e, pred[l - 1], se)
+
+
+def test_predict_finite_width_rows_and_speed():
+    net = ds.MLP((16,) + (128,) * 9 + (1,), activation="tanh", sigma_w=1.2, sigma_b=0.2)
+    T.predict(net, finite_width=True)  # first call warms the rule caches
+    t0 = time.perf_counter()
+    p = T.predict(net, targets=targets.constant(0.5), finite_width=True)
+    assert time.perf_counter() - t0 < 1.0
+    fw = p[p.assumption == "finite-width"]
+    assert set(fw.statistic) == {"z_mean", "z_var", "log_z_var"}
+    assert set(fw.layer) == set(range(1, 11))
+    base = T.predict(net, targets=targets.constant(0.5))
+    assert len(p) == len(base) + len(fw)
+    assert "finite-width" not in set(base.assumption)
+    with pytest.raises(ValueError, match="^finite_width must be"):
+        T.predict(net, finite_width=1)
