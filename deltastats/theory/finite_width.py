@@ -231,13 +231,16 @@ def _layer_functionals(phi: Activation, M: np.ndarray, G: np.ndarray) -> np.ndar
     m = M[None, :, None]
 
     def f(z):
-        p = phi.phi(z)
-        xi = (z - m) / s
+        # every stacked row integrates over the same z: evaluate φ once
+        p = phi.phi(z[0])
+        xi = (z[0] - m[0]) / s[0]
+        p2 = p * p
         out = np.empty_like(z)
-        out[0], out[1], out[2], out[3] = p[0], p[1] ** 2, p[2] ** 3, p[3] ** 4
+        out[0], out[1], out[2], out[3] = p, p2, p2 * p, p2 * p2
         for k in range(1, 5):
-            out[3 + k] = p[3 + k] * _he(k, xi[3 + k])
-            out[7 + k] = p[7 + k] ** 2 * _he(k, xi[7 + k])
+            h = _he(k, xi)
+            out[3 + k] = p * h
+            out[7 + k] = p2 * h
         return out
 
     scale = float(np.max(np.maximum(np.abs(M), np.sqrt(G)))) if M.size else 1.0

@@ -20,7 +20,7 @@ from ..model.losses import Loss, get_loss
 from ..model.networks import MLP
 from ..model.targets import TargetLaw
 from ..model.targets import zeros as _zero_targets
-from ._common import TheoryNotCovered, _std_moment
+from ._common import TheoryNotCovered, _std_moment, _std_moments
 from .input_law import adaptive, log_mean, scaled_mean
 from .meanfield import ForwardMoments, _check_net, _forward_at, _input_moments, forward_moments
 from .quadrature import expect2
@@ -204,6 +204,10 @@ def _backward_at(net, phi, phi_out, fw: ForwardMoments, mu_y: float, s_y: float)
     )
 
 
+#: The moments of φ that one layer of (B1)–(B4) needs.
+_BACKWARD_KINDS = ("dphi", "dphi2", "phi_dphi", "ddphi", "phi_ddphi", "phi_dphi2", "phi2_dphi2")
+
+
 def _backward_nodes(net, phi, phi_out, na, nlv, mu_y, s_y):
     """The per-input recursions (B0)–(B4) for K input nodes at once.
 
@@ -245,10 +249,10 @@ def _backward_nodes(net, phi, phi_out, na, nlv, mu_y, s_y):
         s2, mu = sw2[l], mw[l]  # weights of layer l+1
         rho = np.exp(0.5 * (nlv[:, l - 1] - nlv[:, l]))  # s_l/s_{l+1}
         Hc = Ht * rho  # s_l · H_{l+1}, in δ-units of (D, H̃)
-        d1, d2 = E(phi, "dphi", l), E(phi, "dphi2", l)
-        pd1 = E(phi, "phi_dphi", l)
-        dd, pdd = E(phi, "ddphi", l), E(phi, "phi_ddphi", l)
-        pd2, p2d2 = E(phi, "phi_dphi2", l), E(phi, "phi2_dphi2", l)
+        mo = _std_moments(phi, _BACKWARD_KINDS, na[:, l - 1], nlv[:, l - 1])
+        d1, d2, pd1 = mo["dphi"], mo["dphi2"], mo["phi_dphi"]
+        dd, pdd = mo["ddphi"], mo["phi_ddphi"]
+        pd2, p2d2 = mo["phi_dphi2"], mo["phi2_dphi2"]
         T = C + (S - C) / n[l + 1]
         mix = np.exp(2 * log1 - log2)  # (D, H̃)-scale² relative to (S, C)-scale
         D_new = r * (mu * d1 * D + s2 * pd1 * Hc)  # (B1)

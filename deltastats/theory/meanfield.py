@@ -28,7 +28,7 @@ from ..model.activations import Activation
 from ..model.inputs import InputLaw
 from ..model.inputs import gaussian as _gaussian_inputs
 from ..model.networks import MLP
-from ._common import _act, _nonneg, _positive_sigma_w, _std_moment
+from ._common import _act, _nonneg, _positive_sigma_w, _std_moments
 from .input_law import adaptive, first_layer, pool_forward
 from .quadrature import activation_moment, activation_moment2
 
@@ -481,8 +481,8 @@ def _forward_nodes(net: MLP, phi: Activation, m1: np.ndarray, v1: np.ndarray):
         logv[:, 0] = np.log(v1)
         a[:, 0] = np.where(v1 > 0, m1 / np.sqrt(np.where(v1 > 0, v1, 1.0)), 0.0)
     for l in range(1, L):
-        e1 = _std_moment(phi, "phi", a[:, l - 1], logv[:, l - 1])  # E[φ]/s
-        e2 = _std_moment(phi, "phi2", a[:, l - 1], logv[:, l - 1])  # E[φ²]/s²
+        mo = _std_moments(phi, ("phi", "phi2"), a[:, l - 1], logv[:, l - 1])
+        e1, e2 = mo["phi"], mo["phi2"]  # E[φ]/s, E[φ²]/s²
         # (F4) in logs: v_l = v_{l−1}(σ_w² e2 + σ_b²/v_{l−1}).
         with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
             logv[:, l] = logv[:, l - 1] + np.log(
