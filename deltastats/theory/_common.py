@@ -62,6 +62,9 @@ def _std_moment(act: Activation, kind: str, a, logv) -> np.ndarray:
         return activation_moment(act, kind, a * s, s * s, atol=1e-11 * scale) / s**deg
 
 
+#: Nodes per quadrature call in :func:`_std_moments` (memory stays bounded for big rules).
+NODE_CHUNK = 256
+
 #: Integrands of the base moment kinds from φ(z), φ'(z) and z − μ (one evaluation of φ, φ').
 _BASE = {
     "phi": lambda p, d, zc: p,
@@ -87,6 +90,15 @@ def _std_moments(act: Activation, kinds, a, logv) -> dict[str, np.ndarray]:
     """
     if act.positively_homogeneous or act.closed_form is not None:
         return {k: _std_moment(act, k, a, logv) for k in kinds}
+    a, logv = np.broadcast_arrays(np.asarray(a, np.float64), np.asarray(logv, np.float64))
+    if a.ndim == 1 and a.size > NODE_CHUNK:
+        # bounded memory for big rules (e.g. many empirical rows): the quadrature holds
+        # (kinds × nodes × points) values at once
+        parts = [
+            _std_moments(act, kinds, a[i : i + NODE_CHUNK], logv[i : i + NODE_CHUNK])
+            for i in range(0, a.size, NODE_CHUNK)
+        ]
+        return {k: np.concatenate([p[k] for p in parts]) for k in kinds}
     base = []
     for k in kinds:
         for b in {"ddphi": ("zc_dphi",), "phi_ddphi": ("zc_phi_dphi", "dphi2")}.get(k, (k,)):

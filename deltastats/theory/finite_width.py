@@ -26,6 +26,7 @@ from ..model.activations import Activation
 from ..model.inputs import InputLaw
 from ..model.inputs import gaussian as _gaussian_inputs
 from ..model.networks import MLP
+from ._common import NODE_CHUNK
 from .input_law import first_layer, input_rule
 from .meanfield import (
     ForwardMoments,
@@ -224,6 +225,14 @@ def _layer_functionals(phi: Activation, M: np.ndarray, G: np.ndarray) -> np.ndar
     -------
     ndarray, shape (12, K)
     """
+    if M.size > NODE_CHUNK:  # bounded memory for big rules
+        return np.concatenate(
+            [
+                _layer_functionals(phi, M[i : i + NODE_CHUNK], G[i : i + NODE_CHUNK])
+                for i in range(0, M.size, NODE_CHUNK)
+            ],
+            axis=1,
+        )
     P = 12
     mm = np.broadcast_to(M, (P,) + M.shape)
     vv = np.broadcast_to(G, (P,) + G.shape)
