@@ -104,7 +104,8 @@ def predict(
     ``"hanin-lognormal"`` (:func:`relu_log_norm_var`, leading order in 1/n) and
     ``"empirical"`` (a formula with a constant fitted to Monte Carlo: shown for reference,
     never given a verdict by :func:`~deltastats.compare`) and ``"finite-width"`` (with
-    ``finite_width=True``: ``z_mean``, ``z_var`` and ``log_z_var`` to first order in 1/n,
+    ``finite_width=True``: ``z_mean``, ``z_var``, ``log_z_var`` and ``z_kurt`` (excess
+    kurtosis, from the kernel's fluctuation and the input law) to first order in 1/n,
     :func:`~deltastats.theory.finite_width.forward_corrections`, beside the mean-field rows).
 
     Parameters
@@ -206,6 +207,8 @@ def predict(
                     add(l, "z_mean", fc.z_mean[l - 1], "finite-width")
                     add(l, "z_var", fc.z_var[l - 1], "finite-width")
                     add(l, "log_z_var", np.log(fc.z_var[l - 1]), "finite-width")
+                if np.isfinite(fc.z_kurt[l - 1]):
+                    add(l, "z_kurt", fc.z_kurt[l - 1], "finite-width")
 
     vx = _input_log_var(inputs, n[0])
     ex_log = _input_log_mean(inputs, n[0], fw.input_q)
