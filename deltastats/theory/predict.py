@@ -16,7 +16,7 @@ from ..model.networks import MLP
 from ..model.targets import TargetLaw
 from ..model.targets import zeros as _zero_targets
 from ._common import _std_moment
-from .finite_width import forward_corrections, relu_log_norm_var
+from .finite_width import forward_corrections, relu_delta_sq, relu_log_norm_var
 from .gaussian import _loss_and_targets, _moments, pair_moments
 from .input_law import log_mean
 from .linear import linear_exact
@@ -124,8 +124,11 @@ def predict(
         λ of the batch objective. Theory has no λW term in ∂J/∂W, so with λ > 0 the
         ``grad_w_sq`` rows are left out (:func:`not_covered` says why).
     finite_width : bool
-        Add the forward 1/n rows (``assumption="finite-width"``). The backward 1/n terms are
-        not derived, so E δ and E δ² have no finite-width rows.
+        Add the finite-width rows (``assumption="finite-width"``): the forward 1/n rows, and
+        E δ² exactly at any width for ReLU without bias, μ_w = 0, zero targets, a linear
+        output and Gaussian weights (:func:`~deltastats.theory.finite_width.relu_delta_sq`).
+        The backward 1/n terms of other settings are not derived: E δ and E δ² have no
+        finite-width rows there.
 
     Raises
     ------
@@ -212,7 +215,7 @@ def predict(
 
     vx = _input_log_var(inputs, n[0])
     ex_log = _input_log_mean(inputs, n[0], fw.input_q)
-    relu_ok = (
+    relu_homogeneous = (
         phi.closed_form == "leaky_relu"
         and phi.params.get("alpha") == 0.0
         and phi_out.closed_form == "linear"
@@ -221,9 +224,16 @@ def predict(
         and all(m == 0 for m in net.layer_mu_b)
         and mu_y == 0
         and s_y == 0
-        and net.init != "orthogonal"
-        and vx is not None
     )
+    relu_ok = relu_homogeneous and net.init != "orthogonal" and vx is not None
+    if finite_width and relu_homogeneous and net.init not in ("orthogonal", "uniform"):
+        # exact at any width here (Gaussian weights): (R1)–(R2) of relu_delta_sq
+        sq_fw = relu_delta_sq(n, net.layer_sigma_w, n[0] * fw.input_q)
+        with np.errstate(divide="ignore"):
+            for l in range(1, L + 1):
+                for stat in ("delta_sq", "delta_var", "delta_norm_sq"):
+                    add(l, stat, sq_fw[l - 1], "finite-width")
+                add(l, "log_delta_sq", np.log(sq_fw[l - 1]), "finite-width")
     if relu_ok:
         fl = relu_log_norm_var(
             n, input_log_var=vx, sigma_w=net.layer_sigma_w, input_log_mean=ex_log
