@@ -14,7 +14,8 @@ b⁽ˡ⁾_i ~ N(μ_b, σ_b²), loss L = ½‖g − y‖².
   assumption and the two-input moments (P0)–(P3) of the batch-mean gradient;
 - :mod:`~deltastats.theory.linear` — exact finite-width results for deep linear networks;
 - :mod:`~deltastats.theory.finite_width` — the forward 1/n corrections (kernel fluctuation
-  and shift) and the ReLU log-normal law of ‖δ⁽ˡ⁾‖²;
+  and shift), the exact finite-width E[δ²] of bias-free ReLU networks and the ReLU
+  log-normal law of ‖δ⁽ˡ⁾‖²;
 - :mod:`~deltastats.theory.predict` — :func:`predict` (tidy rows ``layer, statistic,
   prediction, assumption``) and :func:`not_covered`.
 
@@ -32,6 +33,7 @@ from .finite_width import (
     LogNormalFluctuation,
     forward_corrections,
     hanin_rho,
+    relu_delta_sq,
     relu_log_norm_var,
 )
 from .gaussian import BackwardMoments, PairMoments, backward_moments, pair_moments
@@ -79,6 +81,7 @@ __all__ = [
     "predict",
     "q_map",
     "quadrature",
+    "relu_delta_sq",
     "relu_log_norm_var",
     "tied_linear_deltas",
 ]

@@ -1,5 +1,6 @@
-"""Finite-width (1/n) theory: the forward kernel's fluctuation and shift for any activation
-(:func:`forward_corrections`), and the log-normal law of ‖δ⁽ˡ⁾‖² in deep ReLU networks
+"""Finite-width theory: the forward kernel's fluctuation and shift to first order in 1/n for
+any activation (:func:`forward_corrections`), E[δ⁽ˡ⁾²] exactly at any width for bias-free ReLU
+networks (:func:`relu_delta_sq`), and the log-normal law of ‖δ⁽ˡ⁾‖² in deep ReLU networks
 (:func:`relu_log_norm_var`).
 
 At finite width log‖δ⁽ˡ⁾‖² is a sum of independent log-χ² terms, one per layer, so its

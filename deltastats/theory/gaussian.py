@@ -117,8 +117,11 @@ def backward_moments(
 
     Finite width: the recursions are the n → ∞ limit, and their error is O(1/n) per layer;
     it grows with depth (ReLU with n_L = 1: E[δ⁽¹⁾²] above (B3) by tens of percent at width
-    32). Those backward 1/n terms are not derived here, so no factor for them is applied.
-    For linear networks :func:`linear_exact` gives the exact finite-width answer.
+    32). The main missing term is the forward–backward correlation that assumption 2 drops;
+    it is derived exactly for bias-free ReLU with zero targets
+    (:func:`~deltastats.theory.finite_width.relu_delta_sq`) and for linear networks
+    (:func:`linear_exact`); elsewhere the backward 1/n terms are not derived, and no factor
+    for them is applied.
 
     With r = n_{l+1}/n_l, σ² = σ_w⁽ˡ⁺¹⁾², μ = μ_w⁽ˡ⁺¹⁾, expectations over z ~ N(m_l, v_l),
     D = E[δ⁽ˡ⁺¹⁾_k], H = E[∂δ⁽ˡ⁺¹⁾_k/∂z_k], S = E[(δ⁽ˡ⁺¹⁾_k)²], C = E[δ_kδ_k'] (k ≠ k'),
