@@ -34,6 +34,7 @@ from .finite_width import (
     forward_corrections,
     hanin_rho,
     relu_delta_sq,
+    relu_grad_w_sq,
     relu_log_norm_var,
 )
 from .gaussian import BackwardMoments, PairMoments, backward_moments, pair_moments
@@ -82,6 +83,7 @@ __all__ = [
     "q_map",
     "quadrature",
     "relu_delta_sq",
+    "relu_grad_w_sq",
     "relu_log_norm_var",
     "tied_linear_deltas",
 ]

@@ -477,25 +477,58 @@ def relu_delta_sq(widths, sigma_w, input_norm_sq: float) -> np.ndarray:
     ndarray, shape (L,)
         E[δ⁽ˡ⁾_j²] = E‖δ⁽ˡ⁾‖²/n_l, l = 1 … L (``inf`` only on overflow).
     """
+    w, sw2, log_a = _relu_a(widths, sigma_w)
+    L = len(w) - 1
+    log_h = np.empty(L)  # log E‖h⁽ˡ⁻¹⁾‖², l = 1 … L
+    log_h[0] = np.log(input_norm_sq) if input_norm_sq > 0 else -np.inf
+    for l in range(2, L + 1):
+        log_h[l - 1] = log_h[l - 2] + np.log(w[l - 1] / 2.0 * sw2[l - 2] / w[l - 2])
+    out = log_h + np.log(sw2 / np.array(w[:-1], float)) + log_a[1:] - np.log(w[1:])
+    with np.errstate(over="ignore"):
+        return np.exp(out)
+
+
+def _relu_a(widths, sigma_w):
+    """(widths, σ_w², log a_l for l = 0 … L) of the recursion (R2) (a_0 unused)."""
     w = tuple(int(x) for x in widths)
     L = len(w) - 1
-    sw2 = np.broadcast_to(np.asarray(sigma_w, dtype=np.float64) ** 2, (L,))
-    log_a, log_b = np.empty(L + 1), np.empty(L + 1)
+    sw2 = np.broadcast_to(np.asarray(sigma_w, dtype=np.float64) ** 2, (L,)).copy()
+    log_a, log_b = np.zeros(L + 1), np.zeros(L + 1)
     log_a[L], log_b[L] = np.log(w[L]), np.log(w[L] * (w[L] + 2.0))
     for l in range(L - 1, 0, -1):
         n, lc = w[l], 2 * np.log(sw2[l] / w[l])
         ratio = np.exp(log_b[l + 1] - log_a[l + 1])
         log_a[l] = lc + np.log(n / 4.0) + log_a[l + 1] + np.log((n - 1) + 2 * ratio)
         log_b[l] = lc + np.log(n * (n + 5) / 4.0) + log_b[l + 1]
-    log_h = np.empty(L)  # log E‖h⁽ˡ⁻¹⁾‖², l = 1 … L
-    log_h[0] = np.log(input_norm_sq) if input_norm_sq > 0 else -np.inf
+    return w, sw2, log_a
+
+
+def relu_grad_w_sq(widths, sigma_w, input_norm_4th: float) -> np.ndarray:
+    """Exact E‖∂L/∂W⁽ˡ⁾‖² of one input at any width, in the setting of :func:`relu_delta_sq`.
+
+    ∂L/∂W⁽ˡ⁾ = δ⁽ˡ⁾h⁽ˡ⁻¹⁾ᵀ, so ‖∂L/∂W⁽ˡ⁾‖² = ‖δ⁽ˡ⁾‖²‖h⁽ˡ⁻¹⁾‖² = ‖h⁽ˡ⁻¹⁾‖⁴ (σ_l²/n_{l−1}) A_l(u)
+    with u independent of ‖h⁽ˡ⁻¹⁾‖ (homogeneity, as in (R1)): E = E‖h⁽ˡ⁻¹⁾‖⁴ (σ_l²/n_{l−1}) a_l,
+    and E‖h⁽ʲ⁾‖⁴ = E‖h⁽ʲ⁻¹⁾‖⁴ (σ_j²/n_{j−1})² n_j(n_j + 5)/4 from E‖x‖⁴ (E‖relu(u)‖⁴ for
+    u ~ N(0, I_n) is n(n + 5)/4). This is the per-sample gradient (B = 1, λ = 0).
+
+    Parameters
+    ----------
+    widths : sequence of int
+    sigma_w : float or sequence of float
+    input_norm_4th : float
+        E‖x‖⁴ (n₀²E ρ² over the input law).
+
+    Returns
+    -------
+    ndarray, shape (L,)
+    """
+    w, sw2, log_a = _relu_a(widths, sigma_w)
+    L = len(w) - 1
+    log_h4 = np.empty(L)
+    log_h4[0] = np.log(input_norm_4th) if input_norm_4th > 0 else -np.inf
     for l in range(2, L + 1):
-        log_h[l - 1] = log_h[l - 2] + np.log(w[l - 1] / 2.0 * sw2[l - 2] / w[l - 2])
-    out = np.array(
-        [
-            log_h[l - 1] + np.log(sw2[l - 1] / w[l - 1]) + log_a[l] - np.log(w[l])
-            for l in range(1, L + 1)
-        ]
-    )
+        n = w[l - 1]
+        log_h4[l - 1] = log_h4[l - 2] + 2 * np.log(sw2[l - 2] / w[l - 2]) + np.log(n * (n + 5) / 4)
+    out = log_h4 + np.log(sw2 / np.array(w[:-1], float)) + log_a[1:]
     with np.errstate(over="ignore"):
         return np.exp(out)

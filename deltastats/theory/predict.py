@@ -16,7 +16,12 @@ from ..model.networks import MLP
 from ..model.targets import TargetLaw
 from ..model.targets import zeros as _zero_targets
 from ._common import _std_moment
-from .finite_width import forward_corrections, relu_delta_sq, relu_log_norm_var
+from .finite_width import (
+    forward_corrections,
+    relu_delta_sq,
+    relu_grad_w_sq,
+    relu_log_norm_var,
+)
 from .gaussian import _loss_and_targets, _moments, pair_moments
 from .input_law import log_mean
 from .linear import linear_exact
@@ -234,6 +239,11 @@ def predict(
                 for stat in ("delta_sq", "delta_var", "delta_norm_sq"):
                     add(l, stat, sq_fw[l - 1], "finite-width")
                 add(l, "log_delta_sq", np.log(sq_fw[l - 1]), "finite-width")
+        if batch == 1 and not weight_decay:
+            rho4 = float(w @ rho**2)  # E ρ² over the input rule: E‖x‖⁴ = n₀² E ρ²
+            g_fw = relu_grad_w_sq(n, net.layer_sigma_w, n[0] ** 2 * rho4)
+            for l in range(1, L + 1):
+                add(l, "grad_w_sq", g_fw[l - 1], "finite-width")
     if relu_ok:
         fl = relu_log_norm_var(
             n, input_log_var=vx, sigma_w=net.layer_sigma_w, input_log_mean=ex_log
