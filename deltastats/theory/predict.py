@@ -130,8 +130,9 @@ def predict(
         ``grad_w_sq`` rows are left out (:func:`not_covered` says why).
     finite_width : bool
         Add the finite-width rows (``assumption="finite-width"``): the forward 1/n rows, and
-        E δ² exactly at any width for ReLU without bias, μ_w = 0, zero targets, a linear
-        output and Gaussian weights (:func:`~deltastats.theory.finite_width.relu_delta_sq`).
+        E δ² (and, for B = 1 and λ = 0, ``grad_w_sq``) exactly at any width for ReLU without
+        bias, μ_w = 0, zero targets, a linear output and Gaussian weights
+        (:func:`~deltastats.theory.finite_width.relu_delta_sq`, ``relu_grad_w_sq``).
         The backward 1/n terms of other settings are not derived: E δ and E δ² have no
         finite-width rows there.
 
