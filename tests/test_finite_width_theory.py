@@ -258,3 +258,13 @@ def test_relu_finite_width_grad_w_sq_matches_monte_carlo():
         assert abs(e - fw[(l, "grad_w_sq")]) < 3 * se, (l, e, fw[(l, "grad_w_sq")], se)
         far += (e - mf[(l, "grad_w_sq")]) / se > 5
     assert far >= 3
+
+
+def test_depth_200_with_finite_width_is_finite_where_defined():
+    """Past overflow of the kernel the 1/n rows are left out, never NaN; exact ReLU rows stay."""
+    for act, sw in (("relu", 2.5), ("tanh", 0.5)):
+        net = ds.MLP((16,) + (16,) * 199 + (4,), activation=act, sigma_w=sw, sigma_b=0.0)
+        p = T.predict(net, finite_width=True)
+        fw = p[p.assumption == "finite-width"]
+        assert not p.prediction.isna().any() and len(fw) > 0
+        assert np.all(np.isfinite(fw.prediction[fw.statistic.str.startswith("log")]))

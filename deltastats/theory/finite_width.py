@@ -290,9 +290,14 @@ def _layer_functionals(phi: Activation, M: np.ndarray, G: np.ndarray) -> np.ndar
         return out
 
     scale = float(np.max(np.maximum(np.abs(M), np.sqrt(G)))) if M.size else 1.0
-    atol = 1e-10 * max(1.0, scale) ** 4
+    atol = 1e-10 * max(1.0, scale) ** 4  # scale ≤ √_G_MAX: finite
     # the 1/n terms need far less precision than the mean-field part: 1e−8 relative
     return expect(f, mm, vv, kinks=phi.kinks, degree=32, rtol=1e-8, atol=atol)
+
+
+#: Largest kernel for which the 1/n terms are computed (they are carried in plain units, and
+#: fourth powers of √G must stay finite); beyond it the finite-width rows are left out.
+_G_MAX = 1e60
 
 
 def _derivatives(g, h1, h2, h3, h4):
@@ -306,14 +311,19 @@ def _derivatives(g, h1, h2, h3, h4):
 def _corrections_at_nodes(net: MLP, phi: Activation, m1: np.ndarray, v1: np.ndarray):
     """Per-input (M̄, Ḡ) of mean field and the 1/n mean shift δθ and covariance C, (K, L)."""
     a, logv = _forward_nodes(net, phi, m1, v1)
-    G = np.exp(logv)
-    M = a * np.sqrt(G)
+    with np.errstate(over="ignore", invalid="ignore"):
+        G = np.exp(logv)
+        M = np.where(a == 0, 0.0, a * np.sqrt(G))
     L, K = net.depth, m1.size
     sw2 = np.array(net.layer_sigma_w) ** 2
     mw = np.array(net.layer_mu_w)
     dM, dG = np.zeros((K, L)), np.zeros((K, L))
     C = np.zeros((K, L, 2, 2))  # Cov of (M̂_l, Ĝ_l) given x
     for l in range(1, L):
+        if not (np.all(np.isfinite(G[:, l - 1])) and np.max(G[:, l - 1]) < _G_MAX):
+            # the 1/n terms are carried in plain units: past overflow they are not defined
+            dM[:, l:], dG[:, l:], C[:, l:] = np.nan, np.nan, np.nan
+            break
         E = _layer_functionals(phi, M[:, l - 1], G[:, l - 1])
         e1, e2, e3, e4 = E[0], E[1], E[2], E[3]
         g = G[:, l - 1]
