@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import checks
 from .seeding import SeedLike, network_rngs, stream_rng
 
 #: Largest number of quadrature nodes per dimension :meth:`InputLaw.summary_rule` accepts.
@@ -81,9 +82,7 @@ def _check_degree(degree) -> tuple[int, int]:
 
 
 def _check_n0(n0) -> int:
-    if isinstance(n0, bool) or not isinstance(n0, numbers.Integral) or n0 < 1:
-        raise ValueError(f"n0 must be a positive int (the input width), got {n0!r}")
-    return int(n0)
+    return checks.positive_int("n0", n0, " (the input width)")
 
 
 def _golub_welsch(diag: np.ndarray, off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

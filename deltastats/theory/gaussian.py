@@ -93,7 +93,7 @@ def backward_moments(
     loss: str | Loss = "mse",
     *,
     forward: ForwardMoments | None = None,
-    degree: int | None = None,
+    degree: int | tuple[int, int] | None = None,
 ) -> BackwardMoments:
     """Gaussian-assumption backward recursion for E[δ], E[δ²], E[δ_jδ_k] and E[∂δ/∂z].
 
@@ -151,7 +151,7 @@ def backward_moments(
         ``"mse"`` only.
     forward : ForwardMoments or None
         Reuse a :func:`forward_moments` result (and its input-law rule).
-    degree : int or None
+    degree : int, (int, int) or None
         Nodes per dimension of the input-law rule when ``forward`` is not given; ``None``
         chooses it with error control on the pooled forward and backward moments.
 
@@ -167,7 +167,11 @@ def backward_moments(
 
 
 def _moments(
-    net: MLP, inputs: InputLaw | None, mu_y: float, s_y: float, degree: int | None = None
+    net: MLP,
+    inputs: InputLaw | None,
+    mu_y: float,
+    s_y: float,
+    degree: int | tuple[int, int] | None = None,
 ) -> tuple[ForwardMoments, BackwardMoments]:
     """Forward and backward moments on one input-law rule, chosen with error control on both."""
     phi, phi_out = _check_net(net)
@@ -336,6 +340,10 @@ def pair_moments(
                    + 2r²μσ² D H E[φ'_aφ'_bφ_b] + r²σ⁴ H² E[φ'_aφ_aφ'_bφ_b]                 (P2)
         C^{ab}_l = E[φ']² μ²r² T^{ab} + 2r²μσ² D H E[φ'] E[φφ'] + r²σ⁴ H² E[φφ']²          (P3)
         S^{ab}_L = E[g(u_a)g(u_b)], g = (φ_out − μ_y)φ_out',   C^{ab}_L = D_L²            (P0)
+
+    The recursion runs on the pooled law of z (:func:`forward_moments`), not per input: the
+    cross-sample terms enter only ``grad_w_sq`` with B > 1, which :func:`~deltastats.theory.
+    predict.not_covered` lists as not derived at finite width.
 
     (P0) uses E[y_a y_b] = μ_y² (targets independent across samples, or constant). The 2-D
     quadrature here runs at rtol 1e−6 (it only enters grad_w_sq, with weight (B−1)/B); deep

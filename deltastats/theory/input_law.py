@@ -44,7 +44,7 @@ DEGREES = (4, 6, 9, 13, 19, 28, 42)
 RTOL = 1e-4
 
 
-def input_rule(net: MLP, inputs: InputLaw, degree: int) -> SummaryRule:
+def input_rule(net: MLP, inputs: InputLaw, degree: int | tuple[int, int]) -> SummaryRule:
     """The (x̄, ρ) rule of ``inputs`` for ``net`` (the marginal of ρ when μ_w⁽¹⁾ = 0).
 
     Raises

@@ -520,7 +520,7 @@ def _input_moments(net: MLP, inputs: InputLaw) -> tuple[float, float]:
 
 
 def forward_moments(
-    net: MLP, inputs: InputLaw | None = None, *, degree: int | None = None
+    net: MLP, inputs: InputLaw | None = None, *, degree: int | tuple[int, int] | None = None
 ) -> ForwardMoments:
     """Mean-field forward recursion for the mean and variance of z⁽ˡ⁾, averaged over the input.
 
@@ -541,7 +541,7 @@ def forward_moments(
     inputs : InputLaw or None
         Default ``inputs.gaussian(1.0)``; its ``summary_rule`` (the law of (x̄, ρ)) is
         averaged over.
-    degree : int or None
+    degree : int, (int, int) or None
         Nodes per dimension of the input-law rule; ``None`` chooses it with error control.
 
     Returns
