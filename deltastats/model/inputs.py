@@ -10,6 +10,15 @@ Laws: :func:`gaussian` (x ~ N(0, q₀·I)), :func:`sphere` (uniform on the spher
 user data set, drawn with replacement), :func:`from_arrays` (rows of a labelled data set with
 their own labels: the targets of :func:`deltastats.targets.paired`), :func:`load_data` (a data
 file: ``.npz``, ``.npy`` or ``.csv``).
+
+Theory sees an input only through its coordinate mean and normalised squared norm,
+
+    x̄ = (1/n₀) Σ_i x_i,     ρ = ‖x‖²/n₀,
+
+because the first-layer pre-activation given x is exactly Gaussian,
+z⁽¹⁾_j | x ~ N(μ_w x̄ + μ_b, σ_w² ρ + σ_b²), for Gaussian weights. Every law therefore exposes the
+joint law of (x̄, ρ) as a quadrature rule, :meth:`InputLaw.summary_rule`, and theory averages
+its per-input prediction over that rule.
 """
 
 from __future__ import annotations
@@ -21,9 +30,118 @@ import numpy as np
 from .. import checks
 from .seeding import SeedLike, network_rngs, stream_rng
 
+#: Largest number of quadrature nodes per dimension :meth:`InputLaw.summary_rule` accepts.
+MAX_RULE_DEGREE = 256
+
 
 def _check_batch(batch: int) -> None:
     checks.positive_int("batch", batch)
+
+
+@dataclass(frozen=True)
+class SummaryRule:
+    """A quadrature rule for the joint law of (x̄, ρ) = (Σ_i x_i/n₀, ‖x‖²/n₀).
+
+    Σ_k weights[k]·f(xbar[k], rho[k]) ≈ E_x f(x̄, ρ).
+
+    Attributes
+    ----------
+    xbar, rho, weights : ndarray, shape (K,)
+        Nodes and weights (weights ≥ 0, summing to 1; ρ ≥ 0).
+    exact : bool
+        ``True`` when the rule integrates the exact law of (x̄, ρ) (Gauss rules of that law,
+        or the empirical rows); ``False`` for a documented approximation (uniform inputs).
+    """
+
+    xbar: np.ndarray
+    rho: np.ndarray
+    weights: np.ndarray
+    exact: bool = True
+
+    def __post_init__(self):
+        arrs = [np.asarray(getattr(self, k), dtype=np.float64) for k in ("xbar", "rho", "weights")]
+        if not (arrs[0].shape == arrs[1].shape == arrs[2].shape) or arrs[0].ndim != 1:
+            raise ValueError("SummaryRule: xbar, rho and weights must be 1-D of one length")
+        for k, a in zip(("xbar", "rho", "weights"), arrs, strict=True):
+            a = a.copy()
+            a.setflags(write=False)
+            object.__setattr__(self, k, a)
+
+
+def _check_degree(degree) -> tuple[int, int]:
+    """``degree`` as (nodes in x̄, nodes in ρ − x̄²); an int d means (d, d)."""
+    pair = tuple(degree) if isinstance(degree, (tuple, list)) else (degree, degree)
+    if len(pair) != 2 or not all(
+        checks.is_int(d) and 1 <= d <= MAX_RULE_DEGREE
+        for d in pair
+    ):
+        raise ValueError(
+            f"degree must be an int or a pair of ints in [1, {MAX_RULE_DEGREE}], got {degree!r}"
+        )
+    return int(pair[0]), int(pair[1])
+
+
+def _check_n0(n0) -> int:
+    return checks.positive_int("n0", n0, " (the input width)")
+
+
+def _golub_welsch(diag: np.ndarray, off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss rule of a probability law from its Jacobi (three-term recurrence) matrix.
+
+    The nodes are the eigenvalues of the symmetric tridiagonal matrix with ``diag`` and
+    ``off``; the weights are the squared first components of the normalised eigenvectors
+    (Golub & Welsch 1969), so they sum to 1 without any Γ-function normalisation (which
+    overflows for the large shape parameters of wide inputs).
+    """
+    from scipy.linalg import eigh_tridiagonal
+
+    if diag.size == 1:
+        return diag.astype(np.float64), np.ones(1)
+    nodes, vecs = eigh_tridiagonal(diag, off)
+    w = vecs[0] ** 2
+    return nodes, w / w.sum()
+
+
+def _gamma_rule(shape: float, scale: float, degree: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss rule for Gamma(shape, scale): generalised Laguerre with α = shape − 1.
+
+    Recurrence of the monic Laguerre polynomials L^{(α)}: a_j = 2j + α + 1 (j = 0, 1, …),
+    b_j = j(j + α) (j = 1, 2, …).
+    """
+    j = np.arange(degree, dtype=np.float64)
+    alpha = shape - 1.0
+    diag = 2.0 * j + alpha + 1.0
+    off = np.sqrt(j[1:] * (j[1:] + alpha))
+    x, w = _golub_welsch(diag, off)
+    return np.maximum(x, 0.0) * scale, w
+
+
+def _hermite_rule(degree: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss rule of N(0, 1) (probabilists' Hermite: a_j = 0, b_j = j)."""
+    j = np.arange(1, degree, dtype=np.float64)
+    return _golub_welsch(np.zeros(degree), np.sqrt(j))
+
+
+def _symmetric_beta_rule(k: float, degree: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss rule on [−1, 1] for the density ∝ (1 − s²)^{k−1}, k > 0 (Gegenbauer, i.e.
+    Jacobi with α = β = k − 1): a_j = 0, b_1 = 1/(2α + 3) and
+    b_j = j(j + 2α)/((2j + 2α + 1)(2j + 2α − 1)).
+    """
+    alpha = k - 1.0
+    j = np.arange(1, degree, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        b = j * (j + 2 * alpha) / ((2 * j + 2 * alpha + 1) * (2 * j + 2 * alpha - 1))
+    if b.size:
+        b[0] = 1.0 / (2 * alpha + 3)  # = E s², also where the formula is 0/0 (α = −½)
+    return _golub_welsch(np.zeros(degree), np.sqrt(b))
+
+
+def _tensor(xbar_rule, r_rule) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x̄, ρ = x̄² + r, w) of the product of a rule for x̄ and an independent rule for r."""
+    (xb, wx), (r, wr) = xbar_rule, r_rule
+    X, R = np.meshgrid(xb, r, indexing="ij")
+    W = np.outer(wx, wr)
+    return X.ravel(), (X * X + R).ravel(), W.ravel()
 
 
 @dataclass(frozen=True)
@@ -37,6 +155,38 @@ class InputLaw:
     def moments(self, n0: int) -> tuple[float, float]:
         """``(m, q)``: the mean of a coordinate, E x_i, and q = E‖x‖²/n₀ (mean-field inputs)."""
         raise NotImplementedError
+
+    def summary_rule(
+        self, n0: int, degree: int | tuple[int, int] = 8, *, with_mean: bool = True
+    ) -> SummaryRule:
+        """The joint law of (x̄, ρ) = (Σ_i x_i/n₀, ‖x‖²/n₀) as a quadrature rule.
+
+        Parameters
+        ----------
+        n0 : int
+            Input width n₀.
+        degree : int or (int, int)
+            Nodes per dimension of the Gauss rules, (nodes in x̄, nodes in ρ − x̄²); an int d
+            means (d, d). The empirical rule and the sphere's fixed ρ ignore it. A Gauss rule
+            of degree d integrates polynomials of degree < 2d in its variable exactly.
+        with_mean : bool
+            ``False`` when only ρ matters (μ_w = 0 in the first layer): a rule for the
+            marginal law of ρ, with ``xbar`` set to E x̄.
+
+        Returns
+        -------
+        SummaryRule
+
+        Raises
+        ------
+        NotImplementedError
+            For a law that does not know its (x̄, ρ) law (a user subclass); theory turns this
+            into a ``ValueError`` naming ``inputs``.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} does not define summary_rule(n0, degree): the law of "
+            "(x̄, ρ) = (Σx_i/n₀, ‖x‖²/n₀) that theory averages over"
+        )
 
     def sample(
         self,
@@ -89,6 +239,32 @@ class Gaussian(InputLaw):
     def moments(self, n0):
         return 0.0, float(self.q0)
 
+    def summary_rule(self, n0, degree=8, *, with_mean=True):
+        """Exact: x̄ ~ N(0, q₀/n₀) and n₀ρ − n₀x̄² ~ q₀χ²_{n₀−1}, independent.
+
+        (√n₀·x̄ is the coordinate of x along the unit vector 1/√n₀ and n₀(ρ − x̄²) the
+        squared norm of the orthogonal complement: Cochran's theorem.) Equivalently, in polar
+        form, x̄ = √ρ·s with n₀ρ/q₀ ~ χ²_{n₀} and s = cos∠(x, 1) of density
+        ∝ (1 − s²)^{(n₀−3)/2}, independent (the direction of an isotropic Gaussian vector is
+        uniform and independent of its norm). The rule is the product of generalised
+        Gauss–Laguerre in ρ ~ Gamma(n₀/2, 2q₀/n₀) and Gauss–Jacobi in s: the polar form keeps
+        the integrand analytic in x̄ (a rule in (x̄, ρ − x̄²) meets the singularity of
+        v₁ = σ_w²ρ + σ_b² → 0 at imaginary x̄ close to the real axis and converges slowly for
+        small n₀), and since the s-rule is symmetric, odd powers of √ρ cancel.
+        ``degree`` = (nodes in s, nodes in ρ); with ``with_mean=False`` only the ρ-rule.
+        """
+        n0, (dx, dr) = _check_n0(n0), _check_degree(degree)
+        q = float(self.q0)
+        rho, w = _gamma_rule(n0 / 2.0, 2.0 * q / n0, dr)
+        if not with_mean:
+            return SummaryRule(np.zeros_like(rho), rho, w)
+        if n0 == 1:  # x = ±√ρ
+            s, ws = np.array([-1.0, 1.0]), np.full(2, 0.5)
+        else:
+            s, ws = _symmetric_beta_rule((n0 - 1) / 2.0, dx)
+        S, R = np.meshgrid(s, rho, indexing="ij")
+        return SummaryRule((S * np.sqrt(R)).ravel(), R.ravel(), np.outer(ws, w).ravel())
+
 
 @dataclass(frozen=True)
 class Sphere(InputLaw):
@@ -106,6 +282,18 @@ class Sphere(InputLaw):
 
     def moments(self, n0):
         return 0.0, float(self.q0)
+
+    def summary_rule(self, n0, degree=8, *, with_mean=True):
+        """Exact: ρ = q₀, and x̄ = √q₀·s where s = cos∠(x, 1) has density ∝ (1 − s²)^{(n₀−3)/2}
+        on [−1, 1] (Gauss–Jacobi); n₀ = 1 is x = ±√q₀."""
+        n0, (dx, _) = _check_n0(n0), _check_degree(degree)
+        q = float(self.q0)
+        if not with_mean:
+            return SummaryRule(np.zeros(1), np.full(1, q), np.ones(1))
+        if n0 == 1:
+            return SummaryRule(np.sqrt(q) * np.array([-1.0, 1.0]), np.full(2, q), np.full(2, 0.5))
+        s, w = _symmetric_beta_rule((n0 - 1) / 2.0, dx)
+        return SummaryRule(np.sqrt(q) * s, np.full(s.shape, q), w)
 
 
 @dataclass(frozen=True)
@@ -127,6 +315,51 @@ class Uniform(InputLaw):
     def moments(self, n0):
         lo, hi = self.low, self.high
         return 0.5 * (lo + hi), (lo * lo + lo * hi + hi * hi) / 3.0
+
+    def summary_rule(self, n0, degree=8, *, with_mean=True):
+        """Exact for n₀ ≤ 2 (tensor Gauss–Legendre over the coordinates); for n₀ ≥ 3 an
+        approximation that matches every first and second moment of (x̄, ρ) exactly.
+
+        Write ρ = x̄² + r with r = (1/n₀) Σ_i (x_i − x̄)² ≥ 0. With c = (low + high)/2,
+        σ² = (high − low)²/12 and μ₄ = (high − low)⁴/80 (so μ₄ = 1.8σ⁴), the rule takes
+
+            x̄ ~ N(c, σ²/n₀),   r ~ Gamma with E r = σ²(n₀ − 1)/n₀,
+            Var r = (μ₄ − σ⁴)/n₀ − 2σ⁴/n₀²,   x̄ and r independent.
+
+        Then E x̄, E x̄², E ρ, Cov(x̄, ρ) = 2cσ²/n₀ and Var ρ = (4c²σ² + μ₄ − σ⁴)/n₀ take their
+        exact values (Var ρ = Var(x_i²)/n₀; the law is symmetric about c, μ₃ = 0, so x̄ and r
+        are uncorrelated), and for Gaussian coordinates (μ₄ = 3σ⁴) the same construction is
+        the exact Gaussian rule. The higher cumulants of (x̄, ρ) are not matched, so
+        E_x f(x̄, ρ) carries an error that falls with n₀: measured on E δ of a one-layer tanh
+        network with μ_w = 1 against 4·10⁵ sampled inputs, 2.5 % at n₀ = 4, 0.9 % at 8,
+        0.25 % at 16 and 0.1 % at 32 (E δ² and Var z: a third of that); at n₀ = 3 against
+        the exact tensor rule, up to ≈ 10 %. Use ``from_array`` with sampled rows where that
+        matters.
+        """
+        n0, (dx, dr) = _check_n0(n0), _check_degree(degree)
+        lo, hi = float(self.low), float(self.high)
+        if n0 <= 2:
+            t, w = np.polynomial.legendre.leggauss(max(dx, dr, 8))
+            x = lo + (hi - lo) * (t + 1.0) / 2.0
+            w = w / 2.0
+            if n0 == 1:
+                return SummaryRule(x, x * x, w)
+            X1, X2 = np.meshgrid(x, x, indexing="ij")
+            W = np.outer(w, w).ravel()
+            return SummaryRule(((X1 + X2) / 2).ravel(), ((X1**2 + X2**2) / 2).ravel(), W)
+        c, s2 = 0.5 * (lo + hi), (hi - lo) ** 2 / 12.0
+        mu4 = (hi - lo) ** 4 / 80.0
+        if not with_mean:
+            # ρ alone: Gamma with the exact E ρ = c² + σ² and Var ρ = Var(x_i²)/n₀.
+            m, v = c * c + s2, (4 * c * c * s2 + mu4 - s2 * s2) / n0
+            r, w = _gamma_rule(m * m / v, v / m, dr)
+            return SummaryRule(np.full(r.shape, c), r, w, exact=False)
+        m_r = s2 * (n0 - 1) / n0
+        v_r = (mu4 - s2 * s2) / n0 - 2 * s2 * s2 / n0**2
+        t, wt = _hermite_rule(dx)
+        xb = (c + np.sqrt(s2 / n0) * t, wt)
+        r_rule = _gamma_rule(m_r * m_r / v_r, v_r / m_r, dr)
+        return SummaryRule(*_tensor(xb, r_rule), exact=False)
 
 
 @dataclass(frozen=True)
@@ -153,6 +386,21 @@ class FromArray(InputLaw):
 
     def moments(self, n0):
         return float(self.X.mean()), float(np.mean(np.sum(self.X**2, axis=1)) / self.X.shape[1])
+
+    def summary_rule(self, n0, degree=8, *, with_mean=True):
+        """Exact: the (x̄, ρ) of every distinct row, weighted by its frequency (``degree`` is
+        not used)."""
+        n0 = _check_n0(n0)
+        if n0 != self.X.shape[1]:
+            raise ValueError(
+                f"inputs.from_array: X has {self.X.shape[1]} columns but the network's n_0 is {n0}"
+            )
+        xb = self.X.mean(axis=1)
+        rho = np.sum(self.X**2, axis=1) / n0
+        if not with_mean:
+            xb = np.full(rho.shape, float(self.X.mean()))
+        pairs, counts = np.unique(np.stack([xb, rho], axis=1), axis=0, return_counts=True)
+        return SummaryRule(pairs[:, 0], pairs[:, 1], counts / counts.sum())
 
     def __hash__(self):
         return hash(self.X.tobytes())

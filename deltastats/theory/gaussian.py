@@ -15,12 +15,14 @@ import numpy as np
 
 from ..model.activations import Activation
 from ..model.inputs import InputLaw
+from ..model.inputs import gaussian as _gaussian_inputs
 from ..model.losses import Loss, get_loss
 from ..model.networks import MLP
 from ..model.targets import TargetLaw
 from ..model.targets import zeros as _zero_targets
-from ._common import TheoryNotCovered, _std_moment
-from .meanfield import ForwardMoments, _check_net, forward_moments
+from ._common import TheoryNotCovered, _std_moment, _std_moments
+from .input_law import adaptive, log_mean, scaled_mean
+from .meanfield import ForwardMoments, _check_net, _forward_at, _input_moments, forward_moments
 from .quadrature import expect2
 
 
@@ -38,12 +40,16 @@ class BackwardMoments:
         log |C_l|, C_l = E[δ_j δ_k], j ≠ k (same sample); ``delta_cross`` has the sign.
     hessian : ndarray, shape (L,)
         H_l = E[∂δ_j/∂z_j] = E[∂²L/∂z_j²], the diagonal of the loss Hessian.
+    node_log_delta_sq : ndarray or None, shape (K, L)
+        log E[δ_j² | x] at the K nodes of the input-law rule (the pooled values above are
+        their averages, :mod:`~deltastats.theory.input_law` (I2)).
     """
 
     delta_mean: np.ndarray
     log_delta_sq: np.ndarray
     delta_cross: np.ndarray
     hessian: np.ndarray
+    node_log_delta_sq: np.ndarray | None = None
 
     @property
     def delta_sq(self) -> np.ndarray:
@@ -87,31 +93,35 @@ def backward_moments(
     loss: str | Loss = "mse",
     *,
     forward: ForwardMoments | None = None,
+    degree: int | tuple[int, int] | None = None,
 ) -> BackwardMoments:
     """Gaussian-assumption backward recursion for E[δ], E[δ²], E[δ_jδ_k] and E[∂δ/∂z].
 
     Assumptions (state them when you quote a number):
 
-    1. z⁽ˡ⁾_j ~ N(m_l, v_l) from :func:`forward_moments` (mean field, infinite width), and
-       distinct units of a layer are independent given the layer's law;
+    1. given the input x, z⁽ˡ⁾_j ~ N(m_l(x), v_l(x)) from :func:`forward_moments` (mean field,
+       infinite width), and distinct units of a layer are independent given the layer's law;
+       the recursion runs per input and the pooled moments are its averages over the input
+       law, E δ = E_x D_l, E δ² = E_x S_l, … (:mod:`~deltastats.theory.input_law`, (I2));
     2. the gradient-independence assumption: W⁽ˡ⁺¹⁾ in the backward pass is independent of
        δ⁽ˡ⁺¹⁾ for second moments — except for the one Stein term below, which the
        assumption would lose and which is of the same order as the μ_w term in E[δ]
        (for Gaussian W, E[W_kj δ_k] = (μ_w/n_l)E[δ_k] + (σ_w²/n_l)E[h_j ∂δ_k/∂z_k] exactly);
     3. targets y independent of the inputs, with independent coordinates (mean μ_y,
        second moment s_y);
-    4. the output width is small against the hidden widths: terms of relative order n_L/n_l
-       in E[δ²] from the readout self-interaction WᵀW are only partly kept (a square
-       readout n_L ≈ n_{L−1} needs :func:`linear_exact`-type corrections);
+    4. no assumption on the output width: the readout's Stein term (the H terms below) is
+       the complete n → ∞ limit for any ratio n_L/n_{L−1}, including a square readout;
     5. the common mode μ_w h̄ is stable: μ_w E[φ'(z)] < 1. Otherwise its O(1/√n)
        fluctuations grow layer by layer (tanh with μ_w = 3 breaks the ±symmetry of the mean;
        relu with μ_w = 1.5 is ≈ 10 % off at width 512, depth 5) and mean field fails.
 
-    Finite width: the recursions are the n → ∞ limit. For ReLU with the squared loss the
-    backward product JᵀJ correlates with the output norm, and the Monte Carlo E[δ⁽ˡ⁾²] exceeds
-    (B3) by a factor ≈ e^{3β_l}, β_l = Σ_{j=l}^{L−1} 1/n_j (measured at n = 64, L = 8, n_L = 4:
-    c = 3.1, 3.1, 2.8 at β = 0.11, 0.06, 0.03) — about 2 % at width 512, depth 5. For
-    linear networks :func:`linear_exact` gives the exact finite-width answer.
+    Finite width: the recursions are the n → ∞ limit, and their error is O(1/n) per layer;
+    it grows with depth (ReLU with n_L = 1: E[δ⁽¹⁾²] above (B3) by tens of percent at width
+    32). The main missing term is the forward–backward correlation that assumption 2 drops;
+    it is derived exactly for bias-free ReLU with zero targets
+    (:func:`~deltastats.theory.finite_width.relu_delta_sq`) and for linear networks
+    (:func:`linear_exact`); elsewhere the backward 1/n terms are not derived, and no factor
+    for them is applied.
 
     With r = n_{l+1}/n_l, σ² = σ_w⁽ˡ⁺¹⁾², μ = μ_w⁽ˡ⁺¹⁾, expectations over z ~ N(m_l, v_l),
     D = E[δ⁽ˡ⁺¹⁾_k], H = E[∂δ⁽ˡ⁺¹⁾_k/∂z_k], S = E[(δ⁽ˡ⁺¹⁾_k)²], C = E[δ_kδ_k'] (k ≠ k'),
@@ -140,7 +150,10 @@ def backward_moments(
     loss : str or Loss
         ``"mse"`` only.
     forward : ForwardMoments or None
-        Reuse a :func:`forward_moments` result.
+        Reuse a :func:`forward_moments` result (and its input-law rule).
+    degree : int, (int, int) or None
+        Nodes per dimension of the input-law rule when ``forward`` is not given; ``None``
+        chooses it with error control on the pooled forward and backward moments.
 
     Returns
     -------
@@ -148,17 +161,77 @@ def backward_moments(
     """
     phi, phi_out = _check_net(net)
     mu_y, s_y = _loss_and_targets(net, loss, targets)
-    fw = forward_moments(net, inputs) if forward is None else forward
+    if forward is not None:
+        return _backward_at(net, phi, phi_out, forward, mu_y, s_y)
+    return _moments(net, inputs, mu_y, s_y, degree)[1]
+
+
+def _moments(
+    net: MLP,
+    inputs: InputLaw | None,
+    mu_y: float,
+    s_y: float,
+    degree: int | tuple[int, int] | None = None,
+) -> tuple[ForwardMoments, BackwardMoments]:
+    """Forward and backward moments on one input-law rule, chosen with error control on both."""
+    phi, phi_out = _check_net(net)
+    inputs = _gaussian_inputs(1.0) if inputs is None else inputs
+    m_x, q_x = _input_moments(net, inputs)
+
+    def evaluate(rule):
+        fw = _forward_at(net, phi, rule, m_x, q_x)
+        bw = _backward_at(net, phi, phi_out, fw, mu_y, s_y)
+        return (fw, bw), _key(fw, bw)
+
+    return adaptive(evaluate, net, inputs, degree)
+
+
+def _key(fw: ForwardMoments, bw: BackwardMoments) -> np.ndarray:
+    """Pooled quantities of order one that the input-law error control watches."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        d = bw.delta_mean * np.exp(-0.5 * bw.log_delta_sq)
+    return np.concatenate([fw.a, fw.log_var, bw.log_delta_sq, d])
+
+
+def _backward_at(net, phi, phi_out, fw: ForwardMoments, mu_y: float, s_y: float):
+    """(B0)–(B4) at every node of the input-law rule of ``fw``, then pooled by (I2)."""
+    na, nlv, w, _ = fw.nodes()
+    D, log1, S, log2, C, Ht = _backward_nodes(net, phi, phi_out, na, nlv, mu_y, s_y)
+    with np.errstate(over="ignore", invalid="ignore"):
+        H = Ht * np.exp(log1 - 0.5 * nlv)
+    H = np.where(Ht == 0, 0.0, H)
+    with np.errstate(divide="ignore"):
+        node_logS = np.log(S) + log2
+    return BackwardMoments(
+        delta_mean=scaled_mean(D, log1, w),
+        log_delta_sq=log_mean(node_logS, w),
+        delta_cross=scaled_mean(C, log2, w),
+        hessian=w @ np.where(np.isfinite(H), H, 0.0),
+        node_log_delta_sq=node_logS,
+    )
+
+
+#: The moments of φ that one layer of (B1)–(B4) needs.
+_BACKWARD_KINDS = ("dphi", "dphi2", "phi_dphi", "ddphi", "phi_ddphi", "phi_dphi2", "phi2_dphi2")
+
+
+def _backward_nodes(net, phi, phi_out, na, nlv, mu_y, s_y):
+    """The per-input recursions (B0)–(B4) for K input nodes at once.
+
+    Returns (D, log1, S, log2, C, H̃), each of shape (K, L): E δ = D·e^{log1},
+    E δ² = S·e^{log2}, E δ_jδ_k = C·e^{log2} and E ∂δ/∂z = H̃·e^{log1}/s_l.
+    """
     L, n = net.depth, net.widths
+    K = na.shape[0]
     sw2 = np.array(net.layer_sigma_w) ** 2
     mw = np.array(net.layer_mu_w)
 
-    def E(act, kind, l):  # standardised moment at layer l (1-based): E[g]/s_l^deg
-        return float(_std_moment(act, kind, fw.a[l - 1], fw.log_var[l - 1]))
+    def E(act, kind, l):  # standardised moment at layer l (1-based): E[g]/s_l^deg, (K,)
+        return np.asarray(_std_moment(act, kind, na[:, l - 1], nlv[:, l - 1]), dtype=np.float64)
 
     # Output layer (B0), δ measured in units of λ = max(s_L, 1); H̃ = s·H.
-    lam_log = max(0.5 * fw.log_var[L - 1], 0.0)
-    rs = np.exp(0.5 * fw.log_var[L - 1] - lam_log)  # s_L/λ
+    lam_log = np.maximum(0.5 * nlv[:, L - 1], 0.0)
+    rs = np.exp(0.5 * nlv[:, L - 1] - lam_log)  # s_L/λ
     iy = np.exp(-lam_log)  # 1/λ
     D = rs * E(phi_out, "phi_dphi", L) - mu_y * iy * E(phi_out, "dphi", L)
     Ht = rs * (E(phi_out, "dphi2", L) + E(phi_out, "phi_ddphi", L)) - mu_y * iy * E(
@@ -170,26 +243,23 @@ def backward_moments(
         + s_y * iy**2 * E(phi_out, "dphi2", L)
     )
     C = D * D
-    log1, log2 = lam_log, 2 * lam_log  # δ-scale of (D, H̃) and of (S, C)
-    Dm, logS, Cr, Hs = np.empty(L), np.empty(L), np.empty(L), np.empty(L)
+    log1, log2 = lam_log.copy(), 2 * lam_log  # δ-scale of (D, H̃) and of (S, C)
+    out = [np.empty((K, L)) for _ in range(6)]
 
-    def store(l, D, Ht, S, C, log1, log2):
-        with np.errstate(over="ignore", divide="ignore"):
-            Dm[l - 1] = D * np.exp(log1) if D != 0 else 0.0
-            Hs[l - 1] = Ht * np.exp(log1 - 0.5 * fw.log_var[l - 1]) if Ht != 0 else 0.0
-            logS[l - 1] = np.log(S) + log2
-            Cr[l - 1] = C * np.exp(log2) if C != 0 else 0.0
+    def store(l, *vals):
+        for arr, v in zip(out, vals, strict=True):
+            arr[:, l - 1] = v
 
-    store(L, D, Ht, S, C, log1, log2)
+    store(L, D, log1, S, log2, C, Ht)
     for l in range(L - 1, 0, -1):
         r = n[l + 1] / n[l]
         s2, mu = sw2[l], mw[l]  # weights of layer l+1
-        rho = np.exp(0.5 * (fw.log_var[l - 1] - fw.log_var[l]))  # s_l/s_{l+1}
+        rho = np.exp(0.5 * (nlv[:, l - 1] - nlv[:, l]))  # s_l/s_{l+1}
         Hc = Ht * rho  # s_l · H_{l+1}, in δ-units of (D, H̃)
-        d1, d2 = E(phi, "dphi", l), E(phi, "dphi2", l)
-        pd1 = E(phi, "phi_dphi", l)
-        dd, pdd = E(phi, "ddphi", l), E(phi, "phi_ddphi", l)
-        pd2, p2d2 = E(phi, "phi_dphi2", l), E(phi, "phi2_dphi2", l)
+        mo = _std_moments(phi, _BACKWARD_KINDS, na[:, l - 1], nlv[:, l - 1])
+        d1, d2, pd1 = mo["dphi"], mo["dphi2"], mo["phi_dphi"]
+        dd, pdd = mo["ddphi"], mo["phi_ddphi"]
+        pd2, p2d2 = mo["phi_dphi2"], mo["phi2_dphi2"]
         T = C + (S - C) / n[l + 1]
         mix = np.exp(2 * log1 - log2)  # (D, H̃)-scale² relative to (S, C)-scale
         D_new = r * (mu * d1 * D + s2 * pd1 * Hc)  # (B1)
@@ -201,14 +271,14 @@ def backward_moments(
             2 * r**2 * mu * s2 * D * Hc * d1 * pd1 + r**2 * s2**2 * Hc**2 * pd1**2
         )  # (B4)
         # Renormalise: the recursions are linear in the δ-scale, so factor it out.
-        k1 = max(abs(D_new), abs(H_new))
-        k2 = max(abs(S_new), abs(C_new))
-        k1 = k1 if k1 > 0 else 1.0
-        k2 = k2 if k2 > 0 else 1.0
+        k1 = np.maximum(np.abs(D_new), np.abs(H_new))
+        k2 = np.maximum(np.abs(S_new), np.abs(C_new))
+        k1 = np.where(k1 > 0, k1, 1.0)
+        k2 = np.where(k2 > 0, k2, 1.0)
         D, Ht, log1 = D_new / k1, H_new / k1, log1 + np.log(k1)
         S, C, log2 = S_new / k2, C_new / k2, log2 + np.log(k2)
-        store(l, D, Ht, S, C, log1, log2)
-    return BackwardMoments(delta_mean=Dm, log_delta_sq=logS, delta_cross=Cr, hessian=Hs)
+        store(l, D, log1, S, log2, C, Ht)
+    return tuple(out)
 
 
 def _pair_expect(act: Activation, fn, a: float, logv: float, c: float) -> float:
@@ -270,6 +340,10 @@ def pair_moments(
                    + 2r²μσ² D H E[φ'_aφ'_bφ_b] + r²σ⁴ H² E[φ'_aφ_aφ'_bφ_b]                 (P2)
         C^{ab}_l = E[φ']² μ²r² T^{ab} + 2r²μσ² D H E[φ'] E[φφ'] + r²σ⁴ H² E[φφ']²          (P3)
         S^{ab}_L = E[g(u_a)g(u_b)], g = (φ_out − μ_y)φ_out',   C^{ab}_L = D_L²            (P0)
+
+    The recursion runs on the pooled law of z (:func:`forward_moments`), not per input: the
+    cross-sample terms enter only ``grad_w_sq`` with B > 1, which :func:`~deltastats.theory.
+    predict.not_covered` lists as not derived at finite width.
 
     (P0) uses E[y_a y_b] = μ_y² (targets independent across samples, or constant). The 2-D
     quadrature here runs at rtol 1e−6 (it only enters grad_w_sq, with weight (B−1)/B); deep

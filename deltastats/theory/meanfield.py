@@ -28,7 +28,8 @@ from ..model.activations import Activation
 from ..model.inputs import InputLaw
 from ..model.inputs import gaussian as _gaussian_inputs
 from ..model.networks import MLP
-from ._common import _act, _nonneg, _positive_sigma_w, _std_moment
+from ._common import _act, _nonneg, _positive_sigma_w, _std_moments
+from .input_law import adaptive, first_layer, pool_forward
 from .quadrature import activation_moment, activation_moment2
 
 
@@ -414,34 +415,53 @@ def phase_diagram(
 
 @dataclass(frozen=True)
 class ForwardMoments:
-    """Mean-field law of the pre-activations, z⁽ˡ⁾_j ~ N(m_l, v_l), l = 1 … L.
+    """Law of the pre-activations z⁽ˡ⁾_j, l = 1 … L: pooled over the input law, and per input.
+
+    Given the input x, z⁽ˡ⁾_j ~ N(m_l(x), v_l(x)) in mean field; pooled over x (what the
+    estimators measure) it has mean E_x m_l and variance E_x[v_l] + Var_x(m_l)
+    (:mod:`~deltastats.theory.input_law`, (I2)).
 
     Attributes
     ----------
     a : ndarray, shape (L,)
-        Standardised mean m_l/√v_l.
+        Pooled standardised mean E z/√Var z.
     log_var : ndarray, shape (L,)
-        log v_l (finite even when v_l overflows).
+        log Var z, pooled (finite even when the variance overflows).
     input_mean, input_q : float
         E x_i and q₀ = E‖x‖²/n₀ of the input law.
+    node_a, node_log_var : ndarray or None, shape (K, L)
+        m_l/√v_l and log v_l given the input at each node of the input-law rule.
+    node_weights, node_rho : ndarray or None, shape (K,)
+        The rule's weights and ρ = ‖x‖²/n₀ at its nodes. ``None`` for the four node fields
+        means a single input law N(m_l, v_l) given by ``a`` and ``log_var``.
     """
 
     a: np.ndarray
     log_var: np.ndarray
     input_mean: float
     input_q: float
+    node_a: np.ndarray | None = None
+    node_log_var: np.ndarray | None = None
+    node_weights: np.ndarray | None = None
+    node_rho: np.ndarray | None = None
 
     @property
     def var(self) -> np.ndarray:
-        """v_l (may be ``inf`` when it overflows; ``log_var`` stays finite)."""
+        """Pooled Var z⁽ˡ⁾_j (may be ``inf`` when it overflows; ``log_var`` stays finite)."""
         with np.errstate(over="ignore"):
             return np.exp(self.log_var)
 
     @property
     def mean(self) -> np.ndarray:
-        """m_l."""
+        """Pooled E z⁽ˡ⁾_j."""
         with np.errstate(over="ignore", invalid="ignore"):
             return np.where(self.a == 0, 0.0, self.a * np.exp(0.5 * self.log_var))
+
+    def nodes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(node_a, node_log_var, node_weights, node_rho), one node when none were stored."""
+        if self.node_a is None:
+            return self.a[None], self.log_var[None], np.ones(1), np.full(1, self.input_q)
+        return self.node_a, self.node_log_var, self.node_weights, self.node_rho
 
 
 def _check_net(net: MLP) -> tuple[Activation, Activation]:
@@ -450,21 +470,79 @@ def _check_net(net: MLP) -> tuple[Activation, Activation]:
     return _act(net.activation), _act(net.output_activation, "output_activation")
 
 
-def forward_moments(net: MLP, inputs: InputLaw | None = None) -> ForwardMoments:
-    """Mean-field forward recursion for the mean and variance of z⁽ˡ⁾ with μ_w, μ_b.
+def _forward_nodes(net: MLP, phi: Activation, m1: np.ndarray, v1: np.ndarray):
+    """(F3)–(F4) for K first-layer laws at once: (a, log v), shapes (K, L)."""
+    sw, sb = np.array(net.layer_sigma_w), np.array(net.layer_sigma_b)
+    mw, mb = np.array(net.layer_mu_w), np.array(net.layer_mu_b)
+    L, K = net.depth, m1.size
+    a = np.empty((K, L))
+    logv = np.empty((K, L))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logv[:, 0] = np.log(v1)
+        a[:, 0] = np.where(v1 > 0, m1 / np.sqrt(np.where(v1 > 0, v1, 1.0)), 0.0)
+    for l in range(1, L):
+        mo = _std_moments(phi, ("phi", "phi2"), a[:, l - 1], logv[:, l - 1])
+        e1, e2 = mo["phi"], mo["phi2"]  # E[φ]/s, E[φ²]/s²
+        # (F4) in logs: v_l = v_{l−1}(σ_w² e2 + σ_b²/v_{l−1}).
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            logv[:, l] = logv[:, l - 1] + np.log(
+                sw[l] ** 2 * e2 + sb[l] ** 2 * np.exp(-logv[:, l - 1])
+            )
+            ratio = np.exp(0.5 * (logv[:, l - 1] - logv[:, l]))
+            al = mw[l] * e1 * ratio + mb[l] * np.exp(-0.5 * logv[:, l])
+        a[:, l] = np.where(np.isfinite(al), al, 0.0)
+    return a, logv
 
-        m_1 = μ_w⁽¹⁾ m_x + μ_b⁽¹⁾,       v_1 = σ_w⁽¹⁾² q₀ + σ_b⁽¹⁾²                       (F3)
+
+def _forward_at(net: MLP, phi: Activation, rule, m_x: float, q_x: float) -> ForwardMoments:
+    m1, v1 = first_layer(net, rule)
+    na, nlv = _forward_nodes(net, phi, m1, v1)
+    a, logv = pool_forward(na, nlv, rule.weights)
+    return ForwardMoments(
+        a=a,
+        log_var=logv,
+        input_mean=m_x,
+        input_q=q_x,
+        node_a=na,
+        node_log_var=nlv,
+        node_weights=rule.weights,
+        node_rho=rule.rho,
+    )
+
+
+def _input_moments(net: MLP, inputs: InputLaw) -> tuple[float, float]:
+    if not isinstance(inputs, InputLaw):
+        raise ValueError("inputs must be an input law such as deltastats.inputs.gaussian(1.0)")
+    m_x, q_x = (float(v) for v in inputs.moments(net.widths[0]))
+    if q_x < 0:
+        raise ValueError(f"the input law reports q = {q_x} < 0; q must be >= 0")
+    return m_x, q_x
+
+
+def forward_moments(
+    net: MLP, inputs: InputLaw | None = None, *, degree: int | tuple[int, int] | None = None
+) -> ForwardMoments:
+    """Mean-field forward recursion for the mean and variance of z⁽ˡ⁾, averaged over the input.
+
+    Given the input x (through x̄ = Σx_i/n₀ and ρ = ‖x‖²/n₀ only):
+
+        m_1 = μ_w⁽¹⁾ x̄ + μ_b⁽¹⁾,       v_1 = σ_w⁽¹⁾² ρ + σ_b⁽¹⁾²                         (F3)
         m_l = μ_w⁽ˡ⁾ E[φ(z⁽ˡ⁻¹⁾)] + μ_b⁽ˡ⁾,  v_l = σ_w⁽ˡ⁾² E[φ(z⁽ˡ⁻¹⁾)²] + σ_b⁽ˡ⁾²            (F4)
 
-    with z⁽ˡ⁻¹⁾ ~ N(m_{l−1}, v_{l−1}). Assumptions: infinite width (‖h‖²/n and the unit mean
-    h̄ concentrate), so z⁽ˡ⁾ is Gaussian; the O(1/n) variance of μ_w h̄ is neglected. Carried
-    as (m/√v, log v) so that growth over depth never overflows.
+    with z⁽ˡ⁻¹⁾ ~ N(m_{l−1}, v_{l−1}); then pooled over the input law, E z = E_x m_l and
+    Var z = E_x[v_l + m_l²] − (E_x m_l)² (:mod:`~deltastats.theory.input_law`). (F3) is exact
+    for Gaussian weights; (F4) assumes infinite width (‖h‖²/n and the unit mean h̄
+    concentrate given x), so z⁽ˡ⁾ is Gaussian given x and the O(1/n) variance of μ_w h̄ is
+    neglected. Carried as (m/√v, log v) so that growth over depth never overflows.
 
     Parameters
     ----------
     net : MLP
     inputs : InputLaw or None
-        Default ``inputs.gaussian(1.0)``; only its ``moments(n0)`` are used.
+        Default ``inputs.gaussian(1.0)``; its ``summary_rule`` (the law of (x̄, ρ)) is
+        averaged over.
+    degree : int, (int, int) or None
+        Nodes per dimension of the input-law rule; ``None`` chooses it with error control.
 
     Returns
     -------
@@ -472,29 +550,10 @@ def forward_moments(net: MLP, inputs: InputLaw | None = None) -> ForwardMoments:
     """
     phi, _ = _check_net(net)
     inputs = _gaussian_inputs(1.0) if inputs is None else inputs
-    if not isinstance(inputs, InputLaw):
-        raise ValueError("inputs must be an input law such as deltastats.inputs.gaussian(1.0)")
-    m_x, q_x = (float(v) for v in inputs.moments(net.widths[0]))
-    if q_x < 0:
-        raise ValueError(f"the input law reports q = {q_x} < 0; q must be >= 0")
-    sw, sb = np.array(net.layer_sigma_w), np.array(net.layer_sigma_b)
-    mw, mb = np.array(net.layer_mu_w), np.array(net.layer_mu_b)
-    L = net.depth
-    a = np.empty(L)
-    logv = np.empty(L)
-    m1 = mw[0] * m_x + mb[0]
-    v1 = sw[0] ** 2 * q_x + sb[0] ** 2
-    with np.errstate(divide="ignore"):
-        logv[0] = np.log(v1)
-    a[0] = m1 / np.sqrt(v1) if v1 > 0 else 0.0
-    for l in range(1, L):
-        e1 = _std_moment(phi, "phi", a[l - 1], logv[l - 1])  # E[φ]/s
-        e2 = _std_moment(phi, "phi2", a[l - 1], logv[l - 1])  # E[φ²]/s²
-        # (F4) in logs: v_l = v_{l−1}(σ_w² e2 + σ_b²/v_{l−1}).
-        with np.errstate(divide="ignore", over="ignore"):
-            logv[l] = logv[l - 1] + np.log(sw[l] ** 2 * e2 + sb[l] ** 2 * np.exp(-logv[l - 1]))
-            ratio = np.exp(0.5 * (logv[l - 1] - logv[l]))
-            a[l] = mw[l] * e1 * ratio + mb[l] * np.exp(-0.5 * logv[l])
-        if not np.isfinite(a[l]):
-            a[l] = 0.0
-    return ForwardMoments(a=a, log_var=logv, input_mean=m_x, input_q=q_x)
+    m_x, q_x = _input_moments(net, inputs)
+
+    def evaluate(rule):
+        fw = _forward_at(net, phi, rule, m_x, q_x)
+        return fw, np.concatenate([fw.a, fw.log_var])
+
+    return adaptive(evaluate, net, inputs, degree)

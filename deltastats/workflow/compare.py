@@ -32,6 +32,10 @@ CORRECTIONS = (
     "fdr_by",
 )
 
+#: Assumptions whose rows are shown but never tested: a prediction that contains a constant
+#: fitted to Monte Carlo cannot confirm or refute the Monte Carlo it was fitted to.
+NO_VERDICT = ("empirical",)
+
 COLUMNS = [
     "layer",
     "statistic",
@@ -84,11 +88,12 @@ def compare(
         Columns :data:`COLUMNS` (plus any extra key columns): ``rel_error`` =
         estimate/prediction − 1, ``z_score``, ``p_value``, ``p_adjusted``, ``verdict`` ∈
         {``"agrees"``, ``"disagrees"``, ``"undefined"``, ``"undefined (k of M networks
-        excluded)"``}: a row whose estimate excluded overflowed networks (``n_overflow`` > 0 in
-        the estimates) gets no verdict, since the surviving networks are a biased sample.
-        Rows whose prediction is missing or not finite are dropped (theory does not cover
-        every statistic); rows with zero standard error are tested exactly (agree only if
-        equal).
+        excluded)"``, ``"no verdict"``}: a row whose estimate excluded overflowed networks
+        (``n_overflow`` > 0 in the estimates) gets no verdict, since the surviving networks are
+        a biased sample; rows whose ``assumption`` is in :data:`NO_VERDICT` are shown but not
+        tested. Both stay out of the multiple-testing family, like ``"undefined"``. Rows whose
+        prediction is missing or not finite are dropped (theory does not cover every
+        statistic); rows with zero standard error are tested exactly (agree only if equal).
     """
     if hasattr(estimates, "per_layer"):
         n_overflow = int(getattr(estimates, "n_overflow", 0) or 0)
@@ -138,23 +143,29 @@ def compare(
     )
     # An estimate that is not finite (e.g. log‖δ‖² = −inf where a ReLU layer died) or has no
     # standard error cannot be tested: it is "undefined", kept out of the multiple-testing family.
-    valid = (
+    finite = (
         np.isfinite(df["estimate"].to_numpy(dtype=float))
         & np.isfinite(se)
         & np.isfinite(df["prediction"].to_numpy(dtype=float))
         & (excluded == 0)
     )
+    valid = finite.copy()
+    no_verdict = df["assumption"].isin(NO_VERDICT).to_numpy()
+    valid &= ~no_verdict
     p = np.full(len(df), np.nan)
     p_adj = np.full(len(df), np.nan)
     p[valid] = 2 * stats.t.sf(np.abs(z[valid]), np.maximum(dof[valid], 1))
     if valid.any():
         p_adj[valid] = multipletests(p[valid], alpha=alpha, method=correction)[1]
     df["rel_error"] = rel
-    df["z_score"] = np.where(valid, z, np.nan)
+    # an empirical row keeps its z-score for reference, but no p-value and no verdict
+    df["z_score"] = np.where(valid | (no_verdict & finite), z, np.nan)
     df["p_value"] = p
     df["p_adjusted"] = p_adj
     ok = (p_adj > alpha) | (np.abs(np.nan_to_num(rel, nan=np.inf)) <= rel_tol)
-    verdict = np.where(valid, np.where(ok, "agrees", "disagrees"), "undefined").astype(object)
+    verdict = np.where(
+        valid, np.where(ok, "agrees", "disagrees"), np.where(no_verdict, "no verdict", "undefined")
+    ).astype(object)
     if "n_networks" in df:
         total = df["n_networks"].to_numpy() + excluded
         for i in np.flatnonzero(excluded > 0):
@@ -173,8 +184,10 @@ def summarize(table: pd.DataFrame) -> str:
     verdicts = table["verdict"].astype(str)
     excluded = verdicts.str.startswith("undefined (")
     undefined = int((verdicts == "undefined").sum())
+    unjudged = int((verdicts == "no verdict").sum())
     n_excluded = int(excluded.sum())
-    n, agree = len(table) - undefined - n_excluded, int((verdicts == "agrees").sum())
+    n = len(table) - undefined - unjudged - n_excluded
+    agree = int((verdicts == "agrees").sum())
     text = f"Theory agrees with Monte Carlo in {agree} of {n} rows."
     if n_excluded:
         why = sorted(set(verdicts[excluded].str.slice(len("undefined ("), -1)))
@@ -182,6 +195,8 @@ def summarize(table: pd.DataFrame) -> str:
             f" {n_excluded} rows have no verdict because networks overflowed and were excluded "
             f"({'; '.join(why)}): the survivors are a biased sample."
         )
+    if unjudged:
+        text += f" {unjudged} rows carry an empirical fit and get no verdict."
     if undefined:
         text += (
             f" {undefined} rows are undefined (estimate or prediction not finite, e.g. dead ReLU"
