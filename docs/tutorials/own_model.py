@@ -15,7 +15,7 @@ Run it (it takes a few seconds with the defaults)::
     python docs/tutorials/own_model.py                    # 200 networks, own_model_delta_sq.png
     python docs/tutorials/own_model.py --networks 40 --out fig.png
 
-Needs PyTorch and matplotlib (``pip install "deltastats[torch]" matplotlib``).
+Needs the PyTorch extra (``pip install "deltastats[torch]"``); matplotlib comes with deltastats.
 """
 
 from __future__ import annotations
@@ -167,8 +167,9 @@ def print_icc(est: ds.Estimates) -> None:
     )
     print(
         "  (The ICC of δ is the same in every block: LayerNorm's backward pass has zero mean "
-        "over the\n  units, so the unit-mean of δ crosses each block unchanged. The ICC of δ², "
-        "the one that\n  matters for E[δ²], differs.)"
+        "over the\n  units, so the unit-mean of δ crosses each block unchanged. The ICC of δ² "
+        "is that of the\n  per-input ‖δ‖²/n, whose mean is E[δ²]: the one the allocation below "
+        "uses.)"
     )
 
 
