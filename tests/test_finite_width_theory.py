@@ -268,3 +268,40 @@ def test_depth_200_with_finite_width_is_finite_where_defined():
         fw = p[p.assumption == "finite-width"]
         assert not p.prediction.isna().any() and len(fw) > 0
         assert np.all(np.isfinite(fw.prediction[fw.statistic.str.startswith("log")]))
+
+
+def test_verdicts_are_held_against_the_most_complete_prediction():
+    import pandas as pd
+
+    from deltastats import theory as T
+
+    relu = ds.MLP((8, 16, 16, 1), activation="relu", sigma_w=2**0.5)
+    full = T.predict(relu, finite_width=True)
+    best = T.for_verdicts(full).set_index(["layer", "statistic"])
+    row = best.loc[(1, "delta_sq")]
+    assert row.assumption == "finite-width" and row.testable and row.note == ""
+    gauss = full[
+        (full.layer == 1) & (full.statistic == "delta_sq") & (full.assumption == "gaussian")
+    ]
+    assert row.prediction_infinite_width == gauss.prediction.iloc[0] != row.prediction
+    assert not best.index.duplicated().any()  # one prediction per (layer, statistic)
+
+    tanh = ds.MLP((8, 16, 16, 1), activation="tanh", mu_w=0.5)
+    best = T.for_verdicts(T.predict(tanh, finite_width=True)).set_index(["layer", "statistic"])
+    assert best.loc[(1, "z_var"), "assumption"] == "finite-width"
+    sq = best.loc[(1, "delta_sq")]
+    assert sq.assumption == "gaussian" and not sq.testable and "not derived" in sq.note
+    est = pd.DataFrame(
+        dict(
+            layer=[1, 1],
+            statistic=["delta_sq", "z_var"],
+            estimate=[sq.prediction * 3, 9.0],
+            std_error=1e-6,
+            n_networks=100,
+        )
+    )
+    comp = ds.compare(est, best.reset_index()).set_index("statistic")
+    assert comp.loc["delta_sq", "verdict"] == "no verdict"  # 1/n term not derived: not judged
+    assert comp.loc["z_var", "verdict"] == "disagrees"
+    # at infinite width (finite_width=False) every row is testable
+    assert T.for_verdicts(T.predict(tanh), finite_width=False)["testable"].all()

@@ -71,10 +71,7 @@ class SummaryRule:
 def _check_degree(degree) -> tuple[int, int]:
     """``degree`` as (nodes in x̄, nodes in ρ − x̄²); an int d means (d, d)."""
     pair = tuple(degree) if isinstance(degree, (tuple, list)) else (degree, degree)
-    if len(pair) != 2 or not all(
-        checks.is_int(d) and 1 <= d <= MAX_RULE_DEGREE
-        for d in pair
-    ):
+    if len(pair) != 2 or not all(checks.is_int(d) and 1 <= d <= MAX_RULE_DEGREE for d in pair):
         raise ValueError(
             f"degree must be an int or a pair of ints in [1, {MAX_RULE_DEGREE}], got {degree!r}"
         )

@@ -52,7 +52,7 @@ from .meanfield import (
     phase_diagram,
     q_map,
 )
-from .predict import STATISTICS, not_covered, predict
+from .predict import STATISTICS, for_verdicts, not_covered, predict
 
 __all__ = [
     "STATISTICS",
@@ -72,6 +72,7 @@ __all__ = [
     "depth_scales",
     "fixed_point",
     "forward_corrections",
+    "for_verdicts",
     "forward_moments",
     "hanin_rho",
     "input_law",

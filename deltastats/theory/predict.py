@@ -311,3 +311,63 @@ def not_covered(
             "cross-sample term, Cov(δ_a·δ_b, h_a·h_b), is not derived (compare B = 1)"
         )
     return out
+
+
+#: Assumptions from the most complete to the least: the prediction a verdict is held against.
+PRIORITY = (
+    "exact-linear",
+    "finite-width",
+    "hanin-lognormal",
+    "empirical",
+    "gaussian",
+    "mean-field",
+)
+#: Infinite-width assumptions (exact only as every width → ∞).
+INFINITE_WIDTH = ("gaussian", "mean-field")
+
+
+def for_verdicts(predictions: pd.DataFrame, *, finite_width: bool = True) -> pd.DataFrame:
+    """One prediction per (layer, statistic), the most complete, ready for a verdict.
+
+    Of the rows :func:`predict` gives for one (layer, statistic), the one whose assumption
+    comes first in :data:`PRIORITY` is kept; ``prediction_infinite_width`` holds the
+    infinite-width (mean-field / Gaussian) prediction beside it, so a reader sees what the
+    finite-width terms buy. With ``finite_width=True`` the Monte Carlo is at a finite width:
+    an infinite-width prediction that is all theory has there (its 1/n term is not derived,
+    e.g. the backward recursion outside bias-free ReLU) gets ``testable = False`` and a
+    ``note`` saying so: such a row is shown, never judged, since a gap of order 1/n would
+    otherwise read as a failure of the assumption.
+
+    Returns
+    -------
+    DataFrame
+        The columns of :func:`predict` plus ``prediction_infinite_width``, ``testable``,
+        ``note``.
+
+    Examples
+    --------
+    >>> import deltastats as ds
+    >>> p = for_verdicts(predict(ds.MLP((4, 8, 1)), finite_width=True))
+    >>> p.set_index(["layer", "statistic"]).loc[(1, "z_var"), "assumption"]
+    'finite-width'
+    """
+    if not isinstance(finite_width, bool):
+        raise ValueError(f"finite_width must be True or False, got {finite_width!r}")
+    rank = {a: i for i, a in enumerate(PRIORITY)}
+    df = predictions.assign(_rank=predictions["assumption"].map(rank).fillna(len(PRIORITY)))
+    df = df.sort_values(["layer", "statistic", "_rank"], kind="stable")
+    best = df.groupby(["layer", "statistic"], sort=False).head(1)
+    inf = df[df["assumption"].isin(INFINITE_WIDTH)].groupby(["layer", "statistic"]).head(1)
+    inf = inf.set_index(["layer", "statistic"])["prediction"]
+    best = best.drop(columns="_rank").reset_index(drop=True)
+    keys = list(zip(best["layer"], best["statistic"]))
+    best["prediction_infinite_width"] = [
+        inf.get(k, np.nan) if a not in INFINITE_WIDTH else np.nan
+        for k, a in zip(keys, best["assumption"])
+    ]
+    untested = best["assumption"].isin(INFINITE_WIDTH) if finite_width else False
+    best["testable"] = ~np.asarray(untested, dtype=bool) if finite_width else True
+    best["note"] = np.where(
+        best["testable"], "", "infinite-width theory; its 1/n term is not derived: no verdict"
+    )
+    return best

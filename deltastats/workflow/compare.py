@@ -115,7 +115,8 @@ def compare(
     est = estimates
     if "unit" in est.columns:
         est = est[est["unit"] == -1]
-    pred = predictions[[c for c in predictions.columns if c in keys + ["prediction", "assumption"]]]
+    extra_pred = ["prediction", "assumption", "prediction_infinite_width", "testable", "note"]
+    pred = predictions[[c for c in predictions.columns if c in keys + extra_pred]]
     df = est.merge(pred, on=keys, how="inner")
     # NaN: theory does not cover the row (dropped); ±inf: the prediction overflowed (kept,
     # verdict "undefined" below, so an exploding network is visible rather than dropped).
@@ -150,7 +151,9 @@ def compare(
         & (excluded == 0)
     )
     valid = finite.copy()
-    no_verdict = df["assumption"].isin(NO_VERDICT).to_numpy()
+    no_verdict = df["assumption"].isin(NO_VERDICT).to_numpy().copy()
+    if "testable" in df:  # theory says the row is shown, not judged (see theory.for_verdicts)
+        no_verdict |= ~df["testable"].fillna(True).astype(bool).to_numpy()
     valid &= ~no_verdict
     p = np.full(len(df), np.nan)
     p_adj = np.full(len(df), np.nan)
@@ -196,7 +199,14 @@ def summarize(table: pd.DataFrame) -> str:
             f"({'; '.join(why)}): the survivors are a biased sample."
         )
     if unjudged:
-        text += f" {unjudged} rows carry an empirical fit and get no verdict."
+        empirical = int(((verdicts == "no verdict") & table["assumption"].isin(NO_VERDICT)).sum())
+        if empirical:
+            text += f" {empirical} rows carry an empirical fit and get no verdict."
+        if unjudged > empirical:
+            text += (
+                f" {unjudged - empirical} rows are infinite-width theory whose finite-width (1/n) "
+                "term is not derived: shown beside Monte Carlo, without a verdict."
+            )
     if undefined:
         text += (
             f" {undefined} rows are undefined (estimate or prediction not finite, e.g. dead ReLU"

@@ -42,6 +42,8 @@ TABLE_COLUMNS = {
     "n_networks",
     "n_inputs",
     "n_overflow",
+    "prediction_infinite_width",
+    "note",
 }
 SHOWN = [
     "layer",
@@ -50,6 +52,8 @@ SHOWN = [
     "ci_low",
     "ci_high",
     "prediction",
+    "assumption",
+    "prediction_infinite_width",
     "rel_error",
     "z_score",
     "verdict",

@@ -45,6 +45,7 @@ def analyse(
     alpha: float = 0.01,
     method: str = "clt",
     correction: str = "holm",
+    finite_width: bool = True,
 ) -> pd.DataFrame:
     """Monte Carlo estimates of one experiment beside theory: the unit of work of a sweep point.
 
@@ -53,7 +54,11 @@ def analyse(
     covers the setting (theory says what it leaves out: :class:`~deltastats.theory.
     TheoryNotCovered` for the whole setting, :func:`deltastats.theory.not_covered` for single
     statistics), and joins them with :func:`deltastats.compare` (verdicts at level ``alpha``
-    with the multiple-testing ``correction`` across the rows).
+    with the multiple-testing ``correction`` across the rows). With ``finite_width`` (the
+    default) theory adds its 1/n terms, each verdict is held against the most complete
+    prediction (:func:`deltastats.theory.for_verdicts`, the infinite-width one beside it in
+    ``prediction_infinite_width``), and an infinite-width prediction whose 1/n term is not
+    derived is shown with the verdict ``no verdict`` and a ``note``.
 
     Returns
     -------
@@ -93,14 +98,16 @@ def analyse(
         weight_decay=exp.weight_decay,
     )
     try:
-        pred = theory.predict(net, **setting)
+        pred = theory.predict(net, finite_width=finite_width, **setting)
         skipped = theory.not_covered(net, **setting)
+        pred = theory.for_verdicts(pred, finite_width=finite_width)
     except theory.TheoryNotCovered as err:
         table["assumption"] = f"no theory: {err}"
         return table
     pred = pred[~pred["statistic"].isin(list(skipped))]
     comp = compare(est, pred, alpha=alpha, correction=correction)
-    extra = ["prediction", "assumption", "rel_error", "z_score", "p_value", "p_adjusted"]
+    extra = ["prediction", "assumption", "prediction_infinite_width", "note"]
+    extra += ["rel_error", "z_score", "p_value", "p_adjusted"]
     return table.merge(
         comp[["layer", "statistic", *extra, "verdict"]], on=["layer", "statistic"], how="left"
     )
