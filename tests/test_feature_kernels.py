@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from deltastats.feature_kernels import block_moments, layer_features, weight_features
+from deltastats.stats import features as F
 
 
 def _power(y):
@@ -40,9 +41,9 @@ def _reference(d, z, cd, cz, ell, c_lognorm, c_dsq):
         [
             np.broadcast_to(ell_bar[:, None], (d.shape[0], d.shape[2])),
             np.mean(ell[:, :, None] * (z - cz), axis=1),
-            out["z/unit"][..., 0],
-            out["z/unit"][..., 1],
-            out["delta/unit"][..., 0],
+            out["z/unit"][..., F.P1],
+            out["z/unit"][..., F.P2],
+            out["delta/unit"][..., F.P1],
         ],
         -1,
     )
@@ -51,9 +52,9 @@ def _reference(d, z, cd, cz, ell, c_lognorm, c_dsq):
         [
             ell_bar,
             np.mean(ell * zbar, axis=1),
-            out["z/pool"][:, 0, 0],
-            out["z/pool"][:, 0, 1],
-            out["delta/pool"][:, 0, 0],
+            out["z/pool"][:, 0, F.P1],
+            out["z/pool"][:, 0, F.P2],
+            out["delta/pool"][:, 0, F.P1],
         ],
         -1,
     )[:, None, :]

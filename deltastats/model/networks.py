@@ -1,6 +1,6 @@
 """The MLP spec and its random parameters.
 
-Notation (DESIGN.md): layers l = 0 … L, widths ``(n_0, …, n_L)``,
+Notation: layers l = 0 … L, widths ``(n_0, …, n_L)``,
 z⁽ˡ⁾ = W⁽ˡ⁾ h⁽ˡ⁻¹⁾ + b⁽ˡ⁾, h⁽ˡ⁾ = φ(z⁽ˡ⁾), h⁽⁰⁾ = x, g = φ_out(z⁽ᴸ⁾).
 Default weight law W⁽ˡ⁾_ij ~ N(μ_w/n_{l−1}, σ_w²/n_{l−1}), b⁽ˡ⁾_i ~ N(μ_b, σ_b²).
 """

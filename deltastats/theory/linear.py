@@ -174,7 +174,7 @@ def tied_linear_deltas(W: np.ndarray, delta_out: np.ndarray, n_layers: int) -> n
 
         δ⁽ᴸ⁻ᵏ⁾ = V⁻ᵀ Λᵏ Vᵀ δ⁽ᴸ⁾                                                         (X5)
 
-    — the closed form of the recursion asked for in seed 003 (for symmetric W, V is orthogonal
+    — the closed form of the tied linear recursion δ⁽ˡ⁾ = Wᵀδ⁽ˡ⁺¹⁾ (for symmetric W, V is orthogonal
     and V⁻ᵀ = V). ‖δ⁽ᴸ⁻ᵏ⁾‖ grows or decays like |λ_max|ᵏ.
 
     Parameters

@@ -61,7 +61,7 @@ class Experiment:
     activation, output_activation : str
         Registry names (``deltastats list`` shows them).
     sigma_w, sigma_b, mu_w, mu_b : float
-        Weight/bias law (DESIGN.md): W_ij ~ N(μ_w/n_in, σ_w²/n_in), b ~ N(μ_b, σ_b²).
+        Weight/bias law: W_ij ~ N(μ_w/n_in, σ_w²/n_in), b ~ N(μ_b, σ_b²).
     init : str
         One of :data:`deltastats.INITS`.
     inputs : str

@@ -92,14 +92,23 @@ def plot_layer_statistic(
     by = [c for c in (["statistic"] if len(stats_) > 1 else []) + ([hue] if hue else [])]
     groups = [((), rows)] if not by else list(rows.groupby(by, sort=True))
     palette = sns.color_palette("viridis" if len(groups) > 4 else "deep", len(groups))
-    theory_labelled = False
+    theory_labelled = band_labelled = False
     for color, (key, g) in zip(palette, groups):
         key = key if isinstance(key, tuple) else (key,)
         g = g.sort_values("layer")
         label = _label(by, key)
         ax.plot(g["layer"], g["estimate"], "o-", color=color, ms=3.5, lw=1.2, label=label)
         if {"ci_low", "ci_high"} <= set(g.columns):
-            ax.fill_between(g["layer"], g["ci_low"], g["ci_high"], color=color, alpha=0.25, lw=0)
+            ax.fill_between(
+                g["layer"],
+                g["ci_low"],
+                g["ci_high"],
+                color=color,
+                alpha=0.3,
+                lw=0,
+                label=None if band_labelled else "interval across networks",
+            )
+            band_labelled = True
         if theory is not None:
             t = theory
             for b, k in zip(by, key):
@@ -126,8 +135,25 @@ def plot_layer_statistic(
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel(STAT_LABELS.get(stats_[0], stats_[0]) if len(stats_) == 1 else "estimate")
     ax.axhline(0, color="0.7", lw=0.6, zorder=0) if not log else None
-    ax.legend(frameon=False, fontsize="small")
+    # Beside the axes, never over the data.
+    ax.legend(frameon=False, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return ax
+
+
+#: How sweep parameters are written in legends.
+SYMBOLS = {
+    "sigma_w2": "σ_w²",
+    "sigma_b2": "σ_b²",
+    "sigma_w": "σ_w",
+    "sigma_b": "σ_b",
+    "mu_w": "μ_w",
+    "mu_b": "μ_b",
+    "width": "n",
+    "depth": "L",
+    "batch": "B",
+    "weight_decay": "λ",
+    "q0": "q₀",
+}
 
 
 def _label(by: list[str], key: tuple) -> str:
@@ -136,7 +162,8 @@ def _label(by: list[str], key: tuple) -> str:
         if b == "statistic":
             parts.append(str(k))
         else:
-            parts.append(f"{b} = {k:g}" if isinstance(k, float) else f"{b} = {k}")
+            name = SYMBOLS.get(b, b)
+            parts.append(f"{name} = {k:g}" if isinstance(k, float) else f"{name} = {k}")
     return ", ".join(parts) or "Monte Carlo"
 
 

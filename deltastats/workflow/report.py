@@ -128,12 +128,17 @@ def _figures(table: pd.DataFrame, params: list[str], meta: dict, folder: Path) -
     varying = [p for p in params if pooled[p].nunique() > 1]
     titles = {
         "delta_sq": "second moment of δ per layer (band: CI; dashed: theory)",
-        "delta_mean": "mean of δ per layer (band: CI; dashed: Gaussian-assumption theory)",
-        "stein_gap": "Stein minus pathwise estimate of E[δ_j] (band: CI)",
+        "delta_mean": "mean of δ per hidden layer (band: CI; dashed: theory)",
+        "stein_gap": "Stein minus pathwise estimate of E[δ_j], hidden layers (band: CI)",
     }
+    # The output layer's δ = g − y is of another scale than the hidden layers' (the point of
+    # the mean-δ question): the mean and Stein figures show the hidden layers only.
+    last = pooled.groupby(params)["layer"].transform("max") if params else pooled["layer"].max()
+    hidden = pooled[pooled["layer"] < last]
     for stat, title in titles.items():
-        if (pooled["statistic"] == stat).any():
-            fig = _facets(pooled, stat, varying)
+        rows = pooled if stat == "delta_sq" or hidden.empty else hidden
+        if (rows["statistic"] == stat).any():
+            fig = _facets(rows, stat, varying)
             if fig is not None:
                 fig.suptitle(title, fontsize="medium")
                 figs += plots.save(fig.axes[0], folder / f"fig_{stat}")[:1]
@@ -149,8 +154,14 @@ def _figures(table: pd.DataFrame, params: list[str], meta: dict, folder: Path) -
             ax = plots.plot_phase_diagram(g, critical=_critical_line(act, g))
             ax.set_title(f"order to chaos ({act}): growth of E[δ²] per layer")
             figs += plots.save(ax, folder / stem)[:1]
-    if "width" in params and pooled["width"].nunique() > 2 and "rel_error" in pooled:
-        rows = pooled[pooled["statistic"].isin(["delta_sq", "delta_var"]) & (pooled["layer"] == 1)]
+    others = [p for p in varying if p != "width"]  # one line per value of these
+    if (
+        "width" in params
+        and pooled["width"].nunique() > 2
+        and "rel_error" in pooled
+        and len(others) <= 1
+    ):
+        rows = pooled[(pooled["statistic"] == "delta_sq") & (pooled["layer"] == 1)]
         rows = rows.dropna(subset=["rel_error"]).assign(
             inv_width=lambda d: 1.0 / d["width"],
             err=lambda d: d["std_error"] / d["prediction"].abs(),
@@ -160,12 +171,12 @@ def _figures(table: pd.DataFrame, params: list[str], meta: dict, folder: Path) -
                 rows,
                 x="inv_width",
                 y="rel_error",
-                hue="statistic",
+                hue=others[0] if others else None,
                 yerr="err",
                 xlabel="1 / width",
-                ylabel="relative error of theory at layer 1",
+                ylabel="E[δ²] at layer 1: Monte Carlo / theory − 1",
             )
-            ax.set_title("finite-width correction")
+            ax.set_title("gap to theory against 1/width (layer 1)")
             figs += plots.save(ax, folder / "fig_finite_width")[:1]
     samples_path = folder / "samples.parquet"
     if samples_path.exists():
@@ -179,7 +190,8 @@ def _figures(table: pd.DataFrame, params: list[str], meta: dict, folder: Path) -
             ax.set_title(f"normal QQ plot of {sym}⁽ˡ⁾")
             figs += plots.save(ax, folder / f"fig_{quantity}_qq")[:1]
     lv = pooled[pooled["statistic"] == "log_delta_norm_sq_var"]
-    if not lv.empty and "layer_width" in lv:
+    lv_others = [p for p in varying if p not in ("width", "depth")]
+    if not lv.empty and "layer_width" in lv and len(lv_others) <= 1:
         lv = lv.copy()
         L = lv.groupby(params or (lambda _: 0))["layer"].transform("max")
         lv = lv[lv["layer"] < L]
@@ -190,12 +202,12 @@ def _figures(table: pd.DataFrame, params: list[str], meta: dict, folder: Path) -
             x="beta",
             y="estimate",
             ylabel=r"$\mathrm{Var}[\log\|\delta^{(l)}\|^2]$",
-            hue=varying[0] if len(varying) == 1 else None,
-            yerr=None,
+            hue=lv_others[0] if lv_others else None,
+            yerr="std_error",
             theory="prediction" if "prediction" in lv and lv["prediction"].notna().any() else None,
             xlabel=r"$\beta = \sum_j 1/n_j$",
         )
-        ax.set_title("finite-width fluctuations of log‖δ‖²")
+        ax.set_title("Var log‖δ⁽ˡ⁾‖² against β (hidden layers)")
         figs += plots.save(ax, folder / "fig_log_norm_variance")[:1]
     return figs
 
@@ -207,19 +219,26 @@ def _facets(pooled: pd.DataFrame, stat: str, varying: list[str]):
 
     if len(varying) > 2:
         return None
-    panel = varying[0] if len(varying) == 2 else None
-    hue = varying[-1] if varying else None
+    # The parameter with fewer values makes the panels, the other the colours (ties: by name),
+    # so the figure does not depend on the order of the keys in the TOML.
+    ordered = sorted(varying, key=lambda p: (pooled[p].nunique(), p))
+    panel = ordered[0] if len(ordered) == 2 else None
+    hue = ordered[-1] if ordered else None
     panels = [None] if panel is None else sorted(pooled[panel].unique())
-    if len(panels) > 4 or (hue is not None and pooled[hue].nunique() > 8):
+    if len(panels) > 12 or (hue is not None and pooled[hue].nunique() > 10):
         return None
+    cols = min(len(panels), 4)
+    rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(
-        1,
-        len(panels),
-        figsize=(4.6 * len(panels) + 0.8, 3.8),
+        rows,
+        cols,
+        figsize=(4.6 * cols + 0.8, 3.6 * rows + 0.2),
         layout="constrained",
         squeeze=False,
     )
-    for ax, value in zip(axes[0], panels):
+    for ax in axes.ravel()[len(panels) :]:
+        ax.set_visible(False)
+    for ax, value in zip(axes.ravel(), panels):
         sub = pooled if panel is None else pooled[pooled[panel] == value]
         positive = bool((sub.loc[sub["statistic"] == stat, "estimate"] > 0).all())
         plots.plot_layer_statistic(

@@ -105,11 +105,13 @@ def caption(stem: str, analysis: dict, assumptions: str) -> str:
         "left out of the axis range.",
         "fig_stein_gap": f"Stein (integration-by-parts) estimate of E[δ_j] minus the pathwise "
         f"mean, per hidden layer (band: {ci}); 0 is what the Gaussian assumption predicts.",
-        "fig_finite_width": "Relative gap of Monte Carlo to the infinite-width theory at layer "
-        "1 against 1/width (error bars: the estimate's standard error): a finite-width "
-        "correction shows as a slope.",
-        "fig_log_norm_variance": f"Variance of log(‖δ⁽ˡ⁾‖²/n_l) per layer across networks and "
-        f"inputs (band: {ci}), {theory}: finite-width fluctuations of the gradient norm.",
+        "fig_finite_width": "Relative gap of Monte Carlo E[δ²] at layer 1 to the theory row "
+        "it is compared with, against 1/width (error bars: the estimate's standard error): an "
+        "underived finite-width term shows as a slope.",
+        "fig_log_norm_variance": "Variance of log(‖δ⁽ˡ⁾‖²/n_l) across networks and inputs at "
+        "each hidden layer against β = Σ_j 1/n_j over the layers δ⁽ˡ⁾ passed through (error "
+        "bars: standard error); theory dashed where derived (ReLU log-normal law). A narrow "
+        "output (n_L = 1) adds a width-independent log-χ² part to every layer.",
         "fig_z_histogram": "Histogram of the standardised pre-activations z at the first, "
         "middle and last hidden layers (first 16 networks), against the standard normal.",
         "fig_delta_histogram": "Histogram of the standardised error signal δ at the first, "
