@@ -236,6 +236,7 @@ def _run(
                 confidence=design.confidence,
                 n_resamples=design.n_resamples,
                 seed=design.seed,
+                progress=progress and method == "bootstrap",
             )
             yield est
             if rule.met(est):
