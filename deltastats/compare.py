@@ -17,6 +17,9 @@ class _CallableModule(types.ModuleType):
     def __call__(self, *args, **kwargs):
         return self.compare(*args, **kwargs)
 
+    def __reduce__(self):  # pickled (e.g. for joblib workers) as the function it stands for
+        return (self._unpickle_compare, ())
+
 
 _module.__class__ = _CallableModule
 sys.modules[__name__] = _module

@@ -167,3 +167,12 @@ def test_ds_compare_is_callable_after_the_old_module_path_was_imported():
     est = pd.DataFrame(dict(layer=[1], statistic="delta_sq", estimate=1.0, std_error=0.1))
     pred = pd.DataFrame(dict(layer=[1], statistic="delta_sq", prediction=1.0))
     assert deltastats.compare(est, pred)["verdict"].tolist() == ["agrees"]
+
+
+def test_ds_compare_pickles_as_the_function():
+    import pickle
+
+    import deltastats.compare  # noqa: F401
+    from deltastats.workflow.compare import compare
+
+    assert pickle.loads(pickle.dumps(deltastats.compare)) is compare

@@ -305,3 +305,24 @@ def test_verdicts_are_held_against_the_most_complete_prediction():
     assert comp.loc["z_var", "verdict"] == "disagrees"
     # at infinite width (finite_width=False) every row is testable
     assert T.for_verdicts(T.predict(tanh), finite_width=False)["testable"].all()
+
+
+def test_finite_width_rows_only_where_derived_and_compare_refuses_two_per_row():
+    import pandas as pd
+
+    from deltastats import theory as T
+
+    for init in ("orthogonal", "uniform"):  # the 1/n terms are derived for Gaussian weights
+        p = T.predict(ds.MLP((8, 8, 8, 1), activation="relu", init=init), finite_width=True)
+        assert "finite-width" not in set(p["assumption"])
+    relu = ds.MLP((8, 8, 8, 8), activation="relu", sigma_w=2**0.5)
+    p = T.predict(relu, finite_width=True)
+    fw = set(p.loc[p["assumption"] == "finite-width", "statistic"])
+    assert "delta_sq" in fw and "delta_var" not in fw  # E[δ] ≠ 0 at finite width: not derived
+    est = pd.DataFrame(dict(layer=[1], statistic="delta_sq", estimate=1.0, std_error=0.1))
+    with pytest.raises(ValueError, match="for_verdicts"):
+        ds.compare(est, p)
+    # a saved table (with its own theory columns) can be compared again
+    first = ds.compare(est, T.for_verdicts(p))
+    again = ds.compare(first, T.for_verdicts(p))
+    assert again["verdict"].tolist() == first["verdict"].tolist()

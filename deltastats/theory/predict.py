@@ -208,7 +208,10 @@ def predict(
             if not weight_decay:
                 add(l, "grad_w_sq", n[l] * n[l - 1] * g1, "mean-field")
 
-    if finite_width:
+    # The 1/n terms are derived for Gaussian weights (Wick's theorem): not for uniform or
+    # orthogonal ones, whose fourth moments differ at the same order.
+    gaussian_weights = net.init not in ("orthogonal", "uniform")
+    if finite_width and gaussian_weights:
         fc = forward_corrections(net, inputs, forward=fw)
         with np.errstate(divide="ignore", invalid="ignore"):
             for l in range(1, L + 1):
@@ -237,7 +240,9 @@ def predict(
         sq_fw = relu_delta_sq(n, net.layer_sigma_w, n[0] * fw.input_q)
         with np.errstate(divide="ignore"):
             for l in range(1, L + 1):
-                for stat in ("delta_sq", "delta_var", "delta_norm_sq"):
+                # E[δ²] only: at finite width E[δ] ≠ 0 in hidden ReLU layers, so Var δ is not
+                # E[δ²] there, and E[δ] at finite width is not derived.
+                for stat in ("delta_sq", "delta_norm_sq"):
                     add(l, stat, sq_fw[l - 1], "finite-width")
                 add(l, "log_delta_sq", np.log(sq_fw[l - 1]), "finite-width")
         if batch == 1 and not weight_decay:

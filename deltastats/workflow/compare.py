@@ -117,6 +117,16 @@ def compare(
         est = est[est["unit"] == -1]
     extra_pred = ["prediction", "assumption", "prediction_infinite_width", "testable", "note"]
     pred = predictions[[c for c in predictions.columns if c in keys + extra_pred]]
+    if pred.duplicated(subset=keys).any():
+        raise ValueError(
+            "predictions hold more than one row per "
+            f"({', '.join(keys)}) (e.g. theory.predict(..., finite_width=True) gives the "
+            "infinite-width and the finite-width rows): pass theory.for_verdicts(predictions), "
+            "which keeps the most complete one per row"
+        )
+    # A saved results table already has theory columns: the predictions given here replace them.
+    stale = [c for c in extra_pred + COLUMNS[7:] if c in est.columns and c not in keys]
+    est = est.drop(columns=stale)
     df = est.merge(pred, on=keys, how="inner")
     # NaN: theory does not cover the row (dropped); ±inf: the prediction overflowed (kept,
     # verdict "undefined" below, so an exploding network is visible rather than dropped).
@@ -243,3 +253,9 @@ def _ranges(values: list[int]) -> str:
             parts.append(str(start) if start == v else f"{start}–{v}")
             start = None
     return ", ".join(parts)
+
+
+def _unpickle_compare():
+    """:func:`compare` itself: what ``deltastats.compare`` pickles to when it is the module
+    (after ``import deltastats.compare``), so joblib workers receive the function."""
+    return compare

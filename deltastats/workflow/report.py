@@ -142,8 +142,8 @@ def _figures(table: pd.DataFrame, params: list[str], meta: dict, folder: Path) -
             if fig is not None:
                 fig.suptitle(title, fontsize="medium")
                 figs += plots.save(fig.axes[0], folder / f"fig_{stat}")[:1]
-    if {"sigma_w2", "sigma_b2"} <= set(params):
-        growth = log_growth(table, params)
+    growth = log_growth(table, params) if {"sigma_w2", "sigma_b2"} <= set(params) else None
+    if growth is not None and not growth.empty:
         # One diagram per swept activation, each with that activation's critical line.
         if "activation" in growth.columns and growth["activation"].nunique() > 1:
             panels = [(a, g, f"fig_phase_diagram_{a}") for a, g in growth.groupby("activation")]
@@ -191,6 +191,17 @@ def _figures(table: pd.DataFrame, params: list[str], meta: dict, folder: Path) -
             figs += plots.save(ax, folder / f"fig_{quantity}_qq")[:1]
     lv = pooled[pooled["statistic"] == "log_delta_norm_sq_var"]
     lv_others = [p for p in varying if p not in ("width", "depth")]
+    if not lv.empty and "layer_width" in lv and len(lv_others) > 1:
+        # One line per combination of the other parameters, labelled by all of them.
+        from .plots import SYMBOLS
+
+        lv = lv.assign(
+            setting=[
+                ", ".join(f"{SYMBOLS.get(p, p)} = {r[p]}" for p in lv_others)
+                for _, r in lv.iterrows()
+            ]
+        )
+        lv_others = ["setting"] if lv["setting"].nunique() <= 10 else lv_others
     if not lv.empty and "layer_width" in lv and len(lv_others) <= 1:
         lv = lv.copy()
         L = lv.groupby(params or (lambda _: 0))["layer"].transform("max")
@@ -431,7 +442,7 @@ def write_report(folder: str | Path, *, max_rows: int = 80) -> Report:
             f"statistics (delta_sq, delta_var, kurtosis) need about {min_networks} or more, so "
             "treat the verdicts below as indicative. " + summary
         )
-    kurt = table[(table["statistic"] == "z_kurt") & _pooled_mask(table)]
+    kurt = table[(table["statistic"] == "z_kurt") & _pooled_mask(table)].dropna(subset=["estimate"])
     if not comp.empty and not kurt.empty and (comp["verdict"] == "disagrees").any():
         worst = kurt.loc[kurt["estimate"].abs().idxmax()]
         summary += (
