@@ -490,6 +490,20 @@ class SummarySource:
         """Layer number → name, for a ``name`` column beside ``layer`` (empty: no names)."""
         return {}
 
+    @property
+    def n_seen(self) -> int:
+        """Networks fed so far, excluded ones included."""
+        return self.features.n_seen
+
+    @property
+    def n_valid(self) -> int:
+        """Networks included (fed and not excluded)."""
+        return self.n_seen - self.n_overflow
+
+    def summary(self) -> MomentSummary:
+        """The :class:`MomentSummary` of the feature arrays."""
+        return self.features.summary()
+
 
 def _stein_mv_parts(params: Params, x: np.ndarray, trace: Trace, q0: float):
     """Per-network conditional Stein estimates at layer 1 (Gaussian inputs x ~ N(0, q₀I)).
@@ -586,16 +600,6 @@ class BackpropAccumulator(SummarySource):
         self.overflow_layers: dict[int, int] = {}
         #: layer → valid networks with δ⁽ˡ⁾ = 0 exactly for some input (log-norm is −inf).
         self.zero_delta: dict[int, int] = {}
-
-    @property
-    def n_seen(self) -> int:
-        """Networks fed so far, including overflowed ones."""
-        return self.features.n_seen
-
-    @property
-    def n_valid(self) -> int:
-        """Networks included (fed and not overflowed)."""
-        return self.n_seen - self.n_overflow
 
     # -- shifts and features ---------------------------------------------------------------
     def compute_shifts(self, trace: Trace, *, params: Params | None = None, x=None) -> dict:
@@ -787,7 +791,3 @@ class BackpropAccumulator(SummarySource):
         for k, v in other.zero_delta.items():
             out.zero_delta[k] = out.zero_delta.get(k, 0) + v
         return out
-
-    def summary(self) -> MomentSummary:
-        """The :class:`MomentSummary` of the feature arrays."""
-        return self.features.summary()

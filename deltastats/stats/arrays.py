@@ -53,7 +53,6 @@ from .accumulators import (
     DEFAULT_BLOCK,
     DEFAULT_GROUPS,
     FeatureAccumulator,
-    MomentSummary,
     SummarySource,
     _scale,
     layer_consts,
@@ -358,20 +357,6 @@ class ArrayAccumulator(SummarySource):
         if self.layout is None or self.layout.names is None:
             return {}
         return {i + 1: name for i, name in enumerate(self.layout.names)}
-
-    @property
-    def n_seen(self) -> int:
-        """Networks fed so far, excluded ones included."""
-        return self.features.n_seen
-
-    @property
-    def n_valid(self) -> int:
-        """Networks included (finite)."""
-        return self.n_seen - self.n_overflow
-
-    def summary(self) -> MomentSummary:
-        """The :class:`~deltastats.stats.accumulators.MomentSummary` of the feature arrays."""
-        return self.features.summary()
 
     def consts(self) -> dict:
         """Per-feature-array constants (shifts, scales, gradient sizes N) of the statistics."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import platform
 import sys
 import time
 import warnings
@@ -26,19 +25,10 @@ from pathlib import Path
 
 import deltastats as ds
 
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_arrays import cpu_model  # noqa: E402  (the benchmarks' one CPU probe)
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux), else what ``platform`` knows."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def run(M: int, method: str) -> float:
