@@ -198,10 +198,16 @@ def plot_phase_diagram(
         _edges(xs), _edges(ys), grid.to_numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim, shading="flat"
     )
     ax.figure.colorbar(mesh, ax=ax, label=r"per-layer growth of $\log \mathrm{E}[\delta^2]$")
+    values = grid.to_numpy(float)
+    if len(xs) > 1 and len(ys) > 1 and np.nanmin(values) < 0 < np.nanmax(values):
+        # Where the measured growth changes sign (linear interpolation between grid points).
+        ax.contour(xs, ys, values, levels=[0.0], colors="0.25", linestyles="--", linewidths=1.4)
+        ax.plot([], [], "--", color="0.25", lw=1.4, label="measured: zero growth")
     if critical is not None and not critical.empty:
         c = critical.sort_values(y)
         ax.plot(c[x], c[y], "k-", lw=1.6, label="theory: critical line $\\chi_1 = 1$")
-        ax.legend(frameon=False, fontsize="small", loc="upper left")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small", loc="lower right", framealpha=0.85)
     ax.set_xlim(_edges(xs)[0], _edges(xs)[-1])
     ax.set_ylim(_edges(ys)[0], _edges(ys)[-1])
     ax.set_xlabel(r"$\sigma_w^2$" if x == "sigma_w2" else x)

@@ -94,8 +94,9 @@ def caption(stem: str, analysis: dict, assumptions: str) -> str:
         return (
             "Order to chaos" + (f" ({act})" if act else "") + ": the measured per-layer growth "
             "of log E[δ²] from the last hidden layer back to the first over (σ_w², σ_b²) "
-            "(red: gradients explode towards the input); black line: the mean-field critical "
-            "line χ₁ = 1 of the same activation."
+            "(red: gradients explode towards the input); dashed: where the measured growth "
+            "changes sign; black line: the mean-field critical line χ₁ = 1 of the same "
+            "activation."
         )
     captions = {
         "fig_delta_sq": f"Second moment E[δ²] of the error signal per layer: Monte Carlo "
