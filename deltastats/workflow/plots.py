@@ -159,7 +159,7 @@ SYMBOLS = {
 def _label(by: list[str], key: tuple) -> str:
     parts = []
     for b, k in zip(by, key):
-        if b == "statistic":
+        if b in ("statistic", "setting"):  # values that name themselves
             parts.append(str(k))
         else:
             name = SYMBOLS.get(b, b)
@@ -287,7 +287,7 @@ def plot_vs_parameter(
     groups = [(None, df)] if hue is None else list(df.groupby(hue, sort=True))
     for color, (key, g) in zip(sns.color_palette("deep", len(groups)), groups):
         g = g.sort_values(x)
-        label = None if key is None else f"{hue} = {key}"
+        label = None if key is None else _label([hue], (key,))
         ax.errorbar(
             g[x],
             g[y],
@@ -309,7 +309,14 @@ def plot_vs_parameter(
         if theory is not None:
             handles.append(plt.Line2D([], [], ls="--", color="0.3"))
             labels.append("theory")
-        ax.legend(handles, labels, frameon=False, fontsize="small")
+        ax.legend(
+            handles,
+            labels,
+            frameon=False,
+            fontsize="small",
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+        )
     return ax
 
 
