@@ -86,3 +86,10 @@ def test_results_show_themselves_and_intervals_have_names():
     row = est.per_layer("delta_sq").iloc[0]
     assert (row.ci_low, row.ci_high, row.std_error) == (lo, hi, r.std_error)
     assert str(r).startswith("delta_sq (layer 1): ")
+
+
+def test_variance_components_are_absent_with_one_input_per_network():
+    est = ds.estimate(NET, n_networks=100, batch=1, seed=2)
+    present = set(est.table["statistic"])
+    assert not present & {"icc", "design_effect", "delta_sq_icc"}
+    assert "delta_sq" in present and np.isfinite(est.result("delta_sq", 1).std_error)

@@ -41,6 +41,8 @@ from .statistics import _REGISTRY, check_statistics
 
 #: Interval methods.
 METHODS = ("clt", "jackknife", "bootstrap")
+#: Statistics that split the variance within and between networks: they need B ≥ 2.
+_NEEDS_TWO_INPUTS = ("icc", "design_effect", "delta_sq_icc")
 #: Spawn-key number of the bootstrap's random stream (after those of
 #: :mod:`deltastats.model.seeding`).
 _BOOTSTRAP_STREAM = 1000
@@ -240,8 +242,8 @@ def summarize(
         for stat, spec in _REGISTRY.items():
             if spec.quantity != quantity or (kind == "unit" and not spec.per_unit):
                 continue
-            if stat not in wanted:
-                continue
+            if stat not in wanted or (B < 2 and stat in _NEEDS_TWO_INPUTS):
+                continue  # variance components need B ≥ 2 inputs per network: absent, not NaN
             with np.errstate(all="ignore"):
                 theta = np.real(spec.fn(v, cst, M, B)) if M >= 2 else np.full(v.shape[0], np.nan)
             se = lo = hi = np.full_like(theta, np.nan)
