@@ -286,7 +286,9 @@ def print_table(table: pd.DataFrame, statistics=("delta_mean", "delta_sq", "z_ku
             r = r.iloc[0]
             row[stat] = f"{r.estimate:.4g} [{r.ci_low:.3g}, {r.ci_high:.3g}]"
             if "prediction" in r and pd.notna(r.get("prediction")):
-                row[f"{stat} theory"] = f"{r.prediction:.4g} ({r.verdict})"
+                # zero by symmetry, printed as the 0 it is (quadrature noise below 1e-9 SE)
+                pred = 0.0 if abs(r.prediction) <= 1e-9 * abs(r.std_error) else r.prediction
+                row[f"{stat} theory"] = f"{pred:.4g} ({r.verdict})"
         rows.append(row)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(pd.DataFrame(rows).to_string(index=False))
