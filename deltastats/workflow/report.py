@@ -118,6 +118,21 @@ def log_growth(table: pd.DataFrame, params: list[str]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def _with_setting(rows: pd.DataFrame, params: list[str]) -> pd.DataFrame:
+    """``rows`` with a ``setting`` column naming each combination of ``params`` (σ_w² = …);
+    a parameter that the others determine (e.g. σ_w² set per activation) is left out."""
+    from .plots import SYMBOLS
+
+    params = list(params)
+    for p in list(params):
+        rest = [q for q in params if q != p]
+        if rest and rows.groupby(rest)[p].nunique().max() <= 1:
+            params = rest
+
+    label = [", ".join(f"{SYMBOLS.get(p, p)} = {r[p]}" for p in params) for _, r in rows.iterrows()]
+    return rows.assign(setting=label or "")
+
+
 def _pooled_mask(table: pd.DataFrame) -> pd.Series:
     return table["unit"] == -1 if "unit" in table.columns else pd.Series(True, index=table.index)
 
@@ -142,7 +157,9 @@ def _figures(table: pd.DataFrame, params: list[str], meta: dict, folder: Path) -
             if fig is not None:
                 fig.suptitle(title, fontsize="medium")
                 figs += plots.save(fig.axes[0], folder / f"fig_{stat}")[:1]
-    growth = log_growth(table, params) if {"sigma_w2", "sigma_b2"} <= set(params) else None
+    # A phase diagram needs a grid over σ_w² (not two values set per activation).
+    grid = {"sigma_w2", "sigma_b2"} <= set(params) and pooled["sigma_w2"].nunique() >= 3
+    growth = log_growth(table, params) if grid else None
     if growth is not None and not growth.empty:
         # One diagram per swept activation, each with that activation's critical line.
         if "activation" in growth.columns and growth["activation"].nunique() > 1:
@@ -155,28 +172,32 @@ def _figures(table: pd.DataFrame, params: list[str], meta: dict, folder: Path) -
             ax.set_title(f"order to chaos ({act}): growth of E[δ²] per layer")
             figs += plots.save(ax, folder / stem)[:1]
     others = [p for p in varying if p != "width"]  # one line per value of these
-    if (
-        "width" in params
-        and pooled["width"].nunique() > 2
-        and "rel_error" in pooled
-        and len(others) <= 1
-    ):
+    if "width" in params and pooled["width"].nunique() > 2 and "rel_error" in pooled:
         rows = pooled[(pooled["statistic"] == "delta_sq") & (pooled["layer"] == 1)]
-        rows = rows.dropna(subset=["rel_error"]).assign(
-            inv_width=lambda d: 1.0 / d["width"],
-            err=lambda d: d["std_error"] / d["prediction"].abs(),
-        )
-        if not rows.empty:
+        rows = _with_setting(rows, others).dropna(subset=["prediction"])
+        if not rows.empty and rows["setting"].nunique() <= 10:
+            # Measured gap to the infinite-width prediction; the finite-width theory's own gap
+            # (its 1/n term) dashed where it is derived: the slopes are the 1/n coefficients.
+            inf = rows["prediction"]
+            if "prediction_infinite_width" in rows:
+                inf = rows["prediction_infinite_width"].fillna(rows["prediction"])
+            rows = rows.assign(
+                inv_width=1.0 / rows["width"],
+                gap=rows["estimate"] / inf - 1,
+                err=rows["std_error"] / inf.abs(),
+                theory_gap=(rows["prediction"] / inf - 1).where(rows["prediction"] != inf),
+            )
             ax = plots.plot_vs_parameter(
                 rows,
                 x="inv_width",
-                y="rel_error",
-                hue=others[0] if others else None,
+                y="gap",
+                hue="setting" if rows["setting"].nunique() > 1 else None,
                 yerr="err",
+                theory="theory_gap" if rows["theory_gap"].notna().any() else None,
                 xlabel="1 / width",
-                ylabel="E[δ²] at layer 1: Monte Carlo / theory − 1",
+                ylabel="E[δ²] at layer 1: Monte Carlo / infinite-width theory − 1",
             )
-            ax.set_title("gap to theory against 1/width (layer 1)")
+            ax.set_title("finite-width gap against 1/width (layer 1)")
             figs += plots.save(ax, folder / "fig_finite_width")[:1]
     samples_path = folder / "samples.parquet"
     if samples_path.exists():
