@@ -157,8 +157,12 @@ def _figures(table: pd.DataFrame, params: list[str], meta: dict, folder: Path) -
             if fig is not None:
                 fig.suptitle(title, fontsize="medium")
                 figs += plots.save(fig.axes[0], folder / f"fig_{stat}")[:1]
-    # A phase diagram needs a grid over σ_w² (not two values set per activation).
-    grid = {"sigma_w2", "sigma_b2"} <= set(params) and pooled["sigma_w2"].nunique() >= 3
+    # A phase diagram needs a grid over (σ_w², σ_b²), not values set per activation.
+    grid = {"sigma_w2", "sigma_b2"} <= set(params) and (
+        len(pooled[["sigma_w2", "sigma_b2"]].drop_duplicates())
+        == pooled["sigma_w2"].nunique() * pooled["sigma_b2"].nunique()
+        >= 4
+    )
     growth = log_growth(table, params) if grid else None
     if growth is not None and not growth.empty:
         # One diagram per swept activation, each with that activation's critical line.
