@@ -504,6 +504,34 @@ class SummarySource:
         """The :class:`MomentSummary` of the feature arrays."""
         return self.features.summary()
 
+    def _merged(self, other: SummarySource):
+        """A copy holding both accumulators' networks: shifts checked equal (when both have
+        them), features merged, exclusion counts added. Subclasses check the rest."""
+        if self.shifts is not None and other.shifts is not None:
+            same = self.shifts.keys() == other.shifts.keys() and all(
+                np.array_equal(self.shifts[k], other.shifts[k]) for k in self.shifts
+            )
+            if not same:
+                raise ValueError(
+                    "accumulators have different shifts; create the later ones with "
+                    "shifts=first.shifts so their summaries can be combined exactly"
+                )
+        out = copy.copy(self)
+        out.shifts = self.shifts if self.shifts is not None else other.shifts
+        out.features = self.features.merge(other.features)
+        out.n_overflow = self.n_overflow + other.n_overflow
+        out.overflow_layers = _add_counts(self.overflow_layers, other.overflow_layers)
+        out.zero_delta = _add_counts(self.zero_delta, other.zero_delta)
+        return out
+
+
+def _add_counts(a: dict, b: dict) -> dict:
+    """Per-key sums of two count dicts (layer → networks)."""
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = out.get(k, 0) + v
+    return out
+
 
 def _stein_mv_parts(params: Params, x: np.ndarray, trace: Trace, q0: float):
     """Per-network conditional Stein estimates at layer 1 (Gaussian inputs x ~ N(0, q₀I)).
@@ -770,24 +798,4 @@ class BackpropAccumulator(SummarySource):
             raise ValueError(f"can only merge with a BackpropAccumulator, got {type(other)}")
         if other.net != self.net or other.batch != self.batch or other.stein_q0 != self.stein_q0:
             raise ValueError("accumulators differ in net, batch or stein_q0")
-        empty_self, empty_other = self.shifts is None, other.shifts is None
-        if not (empty_self or empty_other):
-            same = self.shifts.keys() == other.shifts.keys() and all(
-                np.array_equal(self.shifts[k], other.shifts[k]) for k in self.shifts
-            )
-            if not same:
-                raise ValueError(
-                    "accumulators have different shifts; create the later ones with "
-                    "shifts=first.shifts so their summaries can be combined exactly"
-                )
-        out = copy.copy(self)
-        out.shifts = self.shifts if not empty_self else other.shifts
-        out.features = self.features.merge(other.features)
-        out.n_overflow = self.n_overflow + other.n_overflow
-        out.overflow_layers = dict(self.overflow_layers)
-        for k, v in other.overflow_layers.items():
-            out.overflow_layers[k] = out.overflow_layers.get(k, 0) + v
-        out.zero_delta = dict(self.zero_delta)
-        for k, v in other.zero_delta.items():
-            out.zero_delta[k] = out.zero_delta.get(k, 0) + v
-        return out
+        return self._merged(other)

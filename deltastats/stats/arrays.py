@@ -42,7 +42,6 @@ not finite) and reported by a :class:`~deltastats.NumericalOverflowWarning`.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -521,21 +520,8 @@ class ArrayAccumulator(SummarySource):
                     "accumulators were fed different arrays: "
                     + _layout_change(self.layout, other.layout)
                 )
-            same = self.shifts.keys() == other.shifts.keys() and all(
-                np.array_equal(self.shifts[k], other.shifts[k]) for k in self.shifts
-            )
-            if not same:
-                raise ValueError(
-                    "accumulators have different shifts; create the later ones with "
-                    "shifts=first.shifts so their summaries can be combined exactly"
-                )
-        out = copy.copy(self)
+        out = self._merged(other)
         out.layout = self.layout if self.layout is not None else other.layout
-        out.shifts = self.shifts if self.shifts is not None else other.shifts
-        out.features = self.features.merge(other.features)
-        out.n_overflow = self.n_overflow + other.n_overflow
-        out.overflow_layers = _add_counts(self.overflow_layers, other.overflow_layers)
-        out.zero_delta = _add_counts(self.zero_delta, other.zero_delta)
         return out
 
     # -- result ----------------------------------------------------------------------------
@@ -570,13 +556,6 @@ class ArrayAccumulator(SummarySource):
         )
         _final_warnings(est, what="non-finite values (inf/NaN)", advice="")
         return est
-
-
-def _add_counts(a: dict, b: dict) -> dict:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = out.get(k, 0) + v
-    return out
 
 
 def estimate_arrays(
