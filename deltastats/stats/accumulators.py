@@ -526,11 +526,8 @@ class SummarySource:
 
 
 def _add_counts(a: dict, b: dict) -> dict:
-    """Per-key sums of two count dicts (layer → networks)."""
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = out.get(k, 0) + v
-    return out
+    """Per-key sums of two count dicts (layer → networks), keys in order of first appearance."""
+    return {k: a.get(k, 0) + b.get(k, 0) for k in {**a, **b}}
 
 
 def _stein_mv_parts(params: Params, x: np.ndarray, trace: Trace, q0: float):
