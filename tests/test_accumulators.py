@@ -91,7 +91,8 @@ def test_accumulator_matches_direct_numpy_on_random_data():
         assert est.result("delta_mean", 1, j).standard_error == pytest.approx(se[j], rel=1e-11)
     # Pooled layer rows: the distribution of a random unit.
     assert _value(est, "delta_mean") == pytest.approx(x.mean(), rel=1e-13)
-    assert _value(est, "delta_norm_sq") == pytest.approx((x**2).mean(), rel=1e-13)
+    # E‖δ‖² sums the squares over the layer's units: n_l times the pooled E[δ²].
+    assert _value(est, "delta_norm_sq") == pytest.approx((x**2).sum(axis=-1).mean(), rel=1e-13)
     pool = x.reshape(57, -1)
     c = x.ravel() - x.mean()
     assert _value(est, "delta_kurt") == pytest.approx(

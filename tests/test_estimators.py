@@ -176,9 +176,13 @@ def test_tables_have_the_contract_columns_and_statistics(small):
     res = est.result("delta_sq", 2)
     lo, hi = res.confidence_interval
     assert lo < res.estimate < hi and res.standard_error > 0
-    np.testing.assert_allclose(
-        est.per_layer("delta_norm_sq").estimate, est.per_layer("delta_sq").estimate
-    )
+    # E‖δ⁽ˡ⁾‖² = n_l E[δ²], estimate and interval alike (the same statistic in other units).
+    for col in ("estimate", "ci_low", "ci_high", "std_error"):
+        np.testing.assert_allclose(
+            est.per_layer("delta_norm_sq")[col],
+            est.per_layer("delta_sq")[col] * np.array([4, 2]),
+            rtol=1e-12,
+        )
     assert est.n_overflow == 0 and est.trusted
 
 

@@ -311,6 +311,8 @@ def test_predict_columns_and_statistics():
     np.testing.assert_allclose(
         wide.delta_var, wide.delta_sq - wide.delta_mean**2, rtol=1e-9, atol=1e-15
     )
+    # E‖δ⁽ˡ⁾‖² sums E[δ_j²] over the n_l = 16, 16, 2 units.
+    np.testing.assert_allclose(wide.delta_norm_sq, wide.delta_sq * [16, 16, 2], rtol=1e-12)
     assert isinstance(df, pd.DataFrame)
 
 

@@ -446,7 +446,7 @@ def layer_consts(sh: dict, layer: int, *, z: bool, grad_size: int | None, stein:
     for q in ("delta", "z") if z else ("delta",):
         c, s_q = sh[f"{q}/{l}"], _scale(sh, f"{q}/{l}/scale")
         out[f"{q}/{l}/unit"] = {"c": c, "s": s_q}
-        out[f"{q}/{l}/pool"] = {"c": np.atleast_1d(c.mean()), "s": s_q}
+        out[f"{q}/{l}/pool"] = {"c": np.atleast_1d(c.mean()), "s": s_q, "n": float(np.size(c))}
     out[f"lognorm/{l}/pool"] = {"c": np.atleast_1d(sh[f"lognorm/{l}"])}
     out[f"dsq/{l}/pool"] = {"c": np.atleast_1d(sh[f"dsq/{l}"]), "s": s_d * s_d}
     if grad_size is not None:

@@ -115,7 +115,8 @@ def suggest_allocation(
 
     ρ must be that of the statistic's **own** per-input quantity Y (``icc_source`` column):
 
-    * ``delta_sq``, ``delta_norm_sq`` (pooled): Y = s = ‖δ⁽ˡ⁾‖²/n_l, the ``delta_sq_icc`` row
+    * ``delta_sq``, ``delta_norm_sq`` (pooled): Y = s = ‖δ⁽ˡ⁾‖²/n_l (the factor n_l of
+      ``delta_norm_sq`` leaves relative errors unchanged), the ``delta_sq_icc`` row
       (ANOVA on the per-network features (s̄, mean_b s², s̄²): σ̂²_W = B/(B−1)·E_m[mean_b s² −
       s̄²], σ̂²_B = sample variance of s̄_m − σ̂²_W/B). The within part is the variance over
       inputs of the *unit average* s, so it includes the covariances between units;

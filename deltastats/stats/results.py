@@ -2,7 +2,7 @@
 :class:`EstimateResult` (one row).
 
 Pooled rows (``unit`` = −1) describe a uniformly random unit of the layer (so
-``delta_norm_sq`` = pooled ``delta_sq`` = E‖δ⁽ˡ⁾‖²/n_l); the pooled ``icc``/``design_effect``
+``delta_norm_sq`` = E‖δ⁽ˡ⁾‖² = n_l · pooled ``delta_sq``); the pooled ``icc``/``design_effect``
 are those of the layer-mean signal (1/n_l) Σ_j δ_j.
 """
 

@@ -76,6 +76,11 @@ def _sq(v, c, M, B):
     return c["c"] * c["c"] + 2 * c["c"] * (s * v[..., P1]) + (s * s) * v[..., P2]
 
 
+def _norm_sq(v, c, M, B):
+    # E‖δ⁽ˡ⁾‖² = n_l · E[δ_j²] pooled over the n_l units of the layer.
+    return c["n"] * _sq(v, c, M, B)
+
+
 def _var(v, c, M, B, q=P1_SQ):
     # (V): plug-in variance plus the unbiasing term for clustered sampling; column q holds the
     # per-network squared mean (P1_SQ in the power layout, SQ_MEAN in the scalar one).
@@ -179,7 +184,7 @@ _REGISTRY: dict[str, _Stat] = {
     "z_var": _Stat("z", _var, True, "Var[z_j]"),
     "z_skew": _Stat("z", _skew, True, "skewness of z_j"),
     "z_kurt": _Stat("z", _kurt, True, "excess kurtosis of z_j (0 if Gaussian)"),
-    "delta_norm_sq": _Stat("delta", _sq, False, "E[‖δ⁽ˡ⁾‖²/n_l]"),
+    "delta_norm_sq": _Stat("delta", _norm_sq, False, "E[‖δ⁽ˡ⁾‖²] = n_l · E[δ²] (squared norm)"),
     "log_delta_norm_sq_mean": _Stat("lognorm", _mean, False, "E[log(‖δ⁽ˡ⁾‖²/n_l)]"),
     "log_delta_norm_sq_var": _Stat("lognorm", _var3, False, "Var[log(‖δ⁽ˡ⁾‖²/n_l)]"),
     "grad_w_sq": _Stat("gradw", _grad_sq, False, "E[‖∂J/∂W⁽ˡ⁾‖²_F] (batch-mean gradient)"),

@@ -86,7 +86,7 @@ def predict(
     ``log_delta_sq``          log E (δ⁽ˡ⁾_j)² (finite at any depth)
     ``delta_var``             Var δ⁽ˡ⁾_j = delta_sq − delta_mean²
     ``delta_cross``           E δ⁽ˡ⁾_j δ⁽ˡ⁾_k, j ≠ k, same sample — (B4) (Gaussian only)
-    ``delta_norm_sq``         E ‖δ⁽ˡ⁾‖²/n_l (= delta_sq by exchangeability of units)
+    ``delta_norm_sq``         E ‖δ⁽ˡ⁾‖² = n_l · delta_sq (exchangeability of units)
     ``grad_w_sq``             E ‖∂J/∂W⁽ˡ⁾‖² of the batch-mean gradient of ``batch`` = B
                               inputs (λ = 0), the engine's ``grad_weights``:
                               n_l n_{l−1}[E[δ²]E[h²] + (B−1) S^{ab} E[h_a h_b]]/B, with
@@ -197,7 +197,7 @@ def predict(
             add(l, "delta_sq", sq, how)
             add(l, "log_delta_sq", log_sq, how)
             add(l, "delta_var", sq * max(rel, 0.0), how)
-            add(l, "delta_norm_sq", sq, how)
+            add(l, "delta_norm_sq", n[l] * sq, how)
             add(l, "delta_cross", bw.delta_cross[l - 1], "gaussian")
             # exact-linear E[δ²] with the pooled E[h²] (δ and h are independent given x only
             # at infinite width, so nothing better is derived at finite width)
@@ -242,8 +242,8 @@ def predict(
             for l in range(1, L + 1):
                 # E[δ²] only: at finite width E[δ] ≠ 0 in hidden ReLU layers, so Var δ is not
                 # E[δ²] there, and E[δ] at finite width is not derived.
-                for stat in ("delta_sq", "delta_norm_sq"):
-                    add(l, stat, sq_fw[l - 1], "finite-width")
+                add(l, "delta_sq", sq_fw[l - 1], "finite-width")
+                add(l, "delta_norm_sq", n[l] * sq_fw[l - 1], "finite-width")
                 add(l, "log_delta_sq", np.log(sq_fw[l - 1]), "finite-width")
         if batch == 1 and not weight_decay:
             rho4 = float(w @ rho**2)  # E ρ² over the input rule: E‖x‖⁴ = n₀² E ρ²

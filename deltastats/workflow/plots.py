@@ -30,7 +30,7 @@ STAT_LABELS = {
     "stein_delta_mean": r"Stein $\mathrm{E}[L(z_j-\mu_j)]/\sigma_j^2$",
     "stein_gap": r"Stein $-$ pathwise $\mathrm{E}[\delta_j^{(l)}]$",
     "delta_var": r"$\mathrm{Var}[\delta_j^{(l)}]$",
-    "delta_norm_sq": r"$\mathrm{E}\,\|\delta^{(l)}\|^2/n_l$",
+    "delta_norm_sq": r"$\mathrm{E}\,\|\delta^{(l)}\|^2$",
     "z_var": r"$\mathrm{Var}[z_j^{(l)}]$",
     "z_kurt": r"excess kurtosis of $z_j^{(l)}$",
     "delta_kurt": r"excess kurtosis of $\delta_j^{(l)}$",

@@ -411,7 +411,8 @@ def _comparison_rows(table: pd.DataFrame) -> pd.DataFrame:
     if "verdict" not in table.columns:
         return table.iloc[0:0]
     comp = table[_pooled_mask(table) & table["verdict"].notna()]
-    # delta_norm_sq is ‖δ‖²/n_l, the pooled delta_sq by definition: shown once, as delta_sq.
+    # delta_norm_sq = n_l · delta_sq (estimate, interval and prediction alike): the same
+    # claim in other units, so the report shows it once, as delta_sq (per_layer.csv has both).
     return _exact_zeros(comp[comp["statistic"] != "delta_norm_sq"])
 
 
