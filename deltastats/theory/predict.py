@@ -15,7 +15,8 @@ from ..model.losses import Loss
 from ..model.networks import MLP
 from ..model.targets import TargetLaw
 from ..model.targets import zeros as _zero_targets
-from ._common import _std_moment
+from ._common import TheoryNotCovered, _std_moment
+from .backward_width import backward_corrections, backward_covered
 from .finite_width import (
     forward_corrections,
     relu_delta_sq,
@@ -235,21 +236,40 @@ def predict(
         and s_y == 0
     )
     relu_ok = relu_homogeneous and net.init != "orthogonal" and vx is not None
+    sq_exact = None
     if finite_width and relu_homogeneous and net.init not in ("orthogonal", "uniform"):
         # exact at any width here (Gaussian weights): (R1)–(R2) of relu_delta_sq
-        sq_fw = relu_delta_sq(n, net.layer_sigma_w, n[0] * fw.input_q)
+        sq_exact = relu_delta_sq(n, net.layer_sigma_w, n[0] * fw.input_q)
         with np.errstate(divide="ignore"):
             for l in range(1, L + 1):
-                # E[δ²] only: at finite width E[δ] ≠ 0 in hidden ReLU layers, so Var δ is not
-                # E[δ²] there, and E[δ] at finite width is not derived.
-                add(l, "delta_sq", sq_fw[l - 1], "finite-width")
-                add(l, "delta_norm_sq", n[l] * sq_fw[l - 1], "finite-width")
-                add(l, "log_delta_sq", np.log(sq_fw[l - 1]), "finite-width")
+                add(l, "delta_sq", sq_exact[l - 1], "finite-width")
+                add(l, "delta_norm_sq", n[l] * sq_exact[l - 1], "finite-width")
+                add(l, "log_delta_sq", np.log(sq_exact[l - 1]), "finite-width")
         if batch == 1 and not weight_decay:
             rho4 = float(w @ rho**2)  # E ρ² over the input rule: E‖x‖⁴ = n₀² E ρ²
             g_fw = relu_grad_w_sq(n, net.layer_sigma_w, n[0] ** 2 * rho4)
             for l in range(1, L + 1):
                 add(l, "grad_w_sq", g_fw[l - 1], "finite-width")
+    bc = None
+    if finite_width and backward_covered(net, loss, targets) is None:
+        try:
+            bc = backward_corrections(net, inputs, targets, loss)
+        except TheoryNotCovered:  # the kernel overflows: no 1/n terms
+            bc = None
+    if bc is not None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for l in range(1, L + 1):
+                sq = bc.delta_sq[l - 1] if sq_exact is None else sq_exact[l - 1]
+                if not (np.isfinite(sq) and sq > 0 and np.isfinite(bc.delta_mean[l - 1])):
+                    continue
+                if sq_exact is None:
+                    add(l, "delta_sq", sq, "finite-width")
+                    add(l, "delta_norm_sq", n[l] * sq, "finite-width")
+                    add(l, "log_delta_sq", np.log(sq), "finite-width")
+                add(l, "delta_mean", bc.delta_mean[l - 1], "finite-width")
+                add(l, "delta_var", max(sq - bc.delta_mean[l - 1] ** 2, 0.0), "finite-width")
+                if sq_exact is None and batch == 1 and not weight_decay:
+                    add(l, "grad_w_sq", bc.grad_w_sq[l - 1], "finite-width")
     if relu_ok:
         fl = relu_log_norm_var(
             n, input_log_var=vx, sigma_w=net.layer_sigma_w, input_log_mean=ex_log
