@@ -217,3 +217,9 @@ def test_nothing_points_at_absent_files(needle):
         if needle.lower() in line.lower()
     ]
     assert hits == []
+
+
+def test_the_figure_of_the_order_to_chaos_tutorial_is_the_committed_result():
+    shown = DOCS / "tutorials" / "order_chaos_phase_diagram.png"
+    committed = ROOT / "results" / "order_chaos" / "fig_phase_diagram.png"
+    assert shown.read_bytes() == committed.read_bytes(), "copy the regenerated figure to docs/"
