@@ -6,6 +6,7 @@ import argparse
 import sys
 import tomllib
 
+#: The examples at the end of ``deltastats --help``.
 EXAMPLES = """examples:
   deltastats run                      # built-in default experiment → results/default/
   deltastats run my_experiment.toml   # a flat TOML of Experiment fields → results/my_experiment/

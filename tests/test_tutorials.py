@@ -1,5 +1,6 @@
 """The tutorials run end to end: docs/tutorials/own_model.py on a small design writes its
-figure and prints the per-block table, the ICCs and the allocation advice."""
+figure and prints the per-block table, the ICCs and the allocation advice; quickstart.py and
+order_to_chaos.py print what their pages show and write their results folders."""
 
 import os
 import re
@@ -55,3 +56,50 @@ def test_own_model_tutorial_runs_small(tmp_path):
         est, low, high = map(float, m.groups())
         assert 0 < low < est < high
     assert "inputs per network" in out and "Advice: draw about" in out
+
+
+def _run_tutorial(name: str, tmp_path: Path, *args: str) -> str:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "docs" / "tutorials" / name), *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_quickstart_tutorial_runs(tmp_path):
+    out = _run_tutorial("quickstart.py", tmp_path, "--out", "qs", "--networks", "100")
+    assert "E[δ²] at layer 1:" in out and "95 % interval" in out
+    # theory beside Monte Carlo: z_var has a finite-width prediction and a verdict
+    z_rows = [line.split() for line in out.splitlines() if " z_var " in line]
+    assert len(z_rows) == 4 and all(r[4] == "finite-width" for r in z_rows)
+    assert all(r[-1] in ("agrees", "disagrees") for r in z_rows)
+    assert "Allocation advice" in out and "inputs_per_network" in out
+    folder = tmp_path / "qs"
+    for f in ("per_layer.csv", "report.md", "report.html", "comparison.tex", "metadata.json"):
+        assert (folder / f).stat().st_size > 0, f
+    assert "Theory agrees with Monte Carlo in" in out
+
+
+def test_order_to_chaos_tutorial_runs(tmp_path):
+    out = _run_tutorial("order_to_chaos.py", tmp_path, "--out", "oc", "--networks", "40")
+    assert "critical line: σ_b² = 0.05  σ_w² = 1.761" in out
+    assert "8 points, 0 failed" in out
+    rows = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 7 and parts[-1] in ("vanishing", "exploding"):
+            rows[(float(parts[0]), float(parts[1]))] = parts
+    assert len(rows) == 8
+    # deep in either phase Monte Carlo and mean field agree on the direction
+    assert rows[(0.8, 0.1)][5:] == ["ordered", "vanishing"]
+    assert rows[(3.0, 0.0)][5:] == ["chaotic", "exploding"]
+    folder = tmp_path / "oc"
+    assert (folder / "fig_phase_diagram.png").stat().st_size > 10_000
+    assert _png_size(folder / "fig_phase_diagram.png")[0] >= 400
+    assert "fig_phase_diagram.png" in (folder / "report.md").read_text(encoding="utf-8")

@@ -51,14 +51,20 @@ def _truncate(value: float, dtype, bits: int):
 # Constants are module globals (numba freezes them at compile time) rather than closure cells,
 # so the compiled functions can be cached on disk between processes.
 _LN2 = math.log(2.0)
-# LN2_HI keeps 32 (float64) / 12 (float32) significant bits: k·LN2_HI is exact for every k used.
+#: ln 2 split as LN2_HI + LN2_LO for the range reduction x = k·ln 2 + r; LN2_HI keeps 32
+#: (float64) / 12 (float32) significant bits, so k·LN2_HI is exact for every k used.
 LN2_HI_64 = _truncate(_LN2, np.float64, 21)
+#: The rest ln 2 − LN2_HI_64, in float64.
 LN2_LO_64 = np.float64(_LN2 - float(LN2_HI_64))
+#: 1/ln 2 in float64 (k = round(x/ln 2)).
 INV_LN2_64 = np.float64(1.0 / _LN2)
 CAP_64, ONE_ABOVE_64 = np.float64(40.0), np.float64(19.5)  # tanh x rounds to 1 beyond 19.06
 ONE_64, HALF_64 = np.float64(1.0), np.float64(0.5)
+#: LN2_HI_64 for float32 (12 significant bits).
 LN2_HI_32 = _truncate(_LN2, np.float32, 12)
+#: The rest ln 2 − LN2_HI_32, in float32.
 LN2_LO_32 = np.float32(_LN2 - float(LN2_HI_32))
+#: 1/ln 2 in float32.
 INV_LN2_32 = np.float32(1.0 / _LN2)
 CAP_32, ONE_ABOVE_32 = np.float32(20.0), np.float32(9.5)  # float32: rounds to 1 beyond 9.01
 ONE_32, HALF_32 = np.float32(1.0), np.float32(0.5)
@@ -69,7 +75,9 @@ ONE_32, HALF_32 = np.float32(1.0), np.float32(0.5)
 (F2, F3, F4, F5, F6, F7) = (np.float32(1.0 / math.factorial(j)) for j in range(2, 8))
 # 1.5·2⁵² (float32: 1.5·2²³): adding a small integer k stores k in the lowest mantissa bits.
 MAGIC_64, MAGIC_32 = np.float64(1.5 * 2.0**52), np.float32(1.5 * 2.0**23)
+#: The bits of MAGIC_64 as an int64 (k is read back from the low mantissa bits).
 MAGIC_BITS_64 = np.array([MAGIC_64]).view(np.int64)[0]
+#: The bits of MAGIC_32 as an int32.
 MAGIC_BITS_32 = np.array([MAGIC_32]).view(np.int32)[0]
 
 

@@ -18,10 +18,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import special
 
+#: An element-wise function of an array (φ, φ' or φ'').
 ArrayFn = Callable[[np.ndarray], np.ndarray]
 
-# SELU constants (Klambauer et al. 2017): the self-normalising fixed point (mean 0, var 1).
+#: SELU scale λ (Klambauer et al. 2017): with SELU_ALPHA, the self-normalising fixed point
+#: (mean 0, variance 1).
 SELU_LAMBDA = 1.0507009873554804934193349852946
+#: SELU negative-side amplitude α (Klambauer et al. 2017).
 SELU_ALPHA = 1.6732632423543772848170429916717
 
 
@@ -170,6 +173,7 @@ def _selu_dphi(x):
     return SELU_LAMBDA * np.where(x > 0, 1.0, SELU_ALPHA * np.exp(np.minimum(x, 0)))
 
 
+#: φ(z) = z, φ' = 1 (deep linear networks; exact theory in :mod:`deltastats.theory.linear`).
 linear = Activation(
     "linear",
     _linear_phi,
@@ -178,16 +182,25 @@ linear = Activation(
     positively_homogeneous=True,
     closed_form="linear",
 )
+#: φ(z) = max(z, 0), φ' = 1[z > 0]; positively homogeneous, arc-cosine closed forms.
 relu = leaky_relu(0.0)
+#: φ(z) = tanh z, φ' = 1 − φ² (computed from the output).
 tanh = Activation("tanh", np.tanh, _tanh_dphi, dphi_from_output=lambda h: 1.0 - h * h)
+#: φ(z) = 1/(1 + e^{−z}), φ' = φ(1 − φ).
 sigmoid = Activation(
     "sigmoid", special.expit, _sigmoid_dphi, dphi_from_output=lambda h: h * (1.0 - h)
 )
+#: φ(z) = erf z, φ' = (2/√π) e^{−z²}; arcsine closed forms.
 erf = Activation("erf", special.erf, _erf_dphi, closed_form="erf")
+#: φ(z) = z Φ(z) (the exact GELU, Φ the standard normal CDF).
 gelu = Activation("gelu", _gelu_phi, _gelu_dphi)
+#: φ(z) = log(1 + e^z), φ' = the logistic sigmoid.
 softplus = Activation("softplus", _softplus_phi, special.expit)
+#: φ(z) = z/(1 + e^{−z}) (SiLU, also called swish).
 silu = Activation("silu", _silu_phi, _silu_dphi)
+#: φ(z) = λz for z > 0, λα(e^z − 1) otherwise (SELU_LAMBDA, SELU_ALPHA); a kink at 0.
 selu = Activation("selu", _selu_phi, _selu_dphi, kinks=(0.0,))
+#: φ(z) = sin z, φ' = cos z; closed-form Gaussian moments.
 sin = Activation("sin", np.sin, np.cos, closed_form="sin")
 
 #: Registry of activations by name. ``"swish"`` is an alias of ``"silu"``;

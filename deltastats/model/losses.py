@@ -63,8 +63,12 @@ def _ce_grad(g, y):
     return special.softmax(g, axis=-1) * np.sum(y, axis=-1, keepdims=True) - y
 
 
+#: L = ½‖g − y‖², ∂L/∂g = g − y (the default).
 mse = Loss("mse", _mse_value, _mse_grad)
+#: L = ‖g − y‖², ∂L/∂g = 2(g − y).
 sum_squares = Loss("sum_squares", _sse_value, _sse_grad)
+#: Softmax cross-entropy with a stable log-sum-exp: L = (Σ_k y_k) log Σ_k e^{g_k} − Σ_k y_k g_k,
+#: ∂L/∂g = softmax(g)·Σ_k y_k − y.
 cross_entropy = Loss("cross_entropy", _ce_value, _ce_grad)
 
 #: Registry of losses by name.

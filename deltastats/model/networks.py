@@ -21,6 +21,7 @@ from .seeding import SeedLike, network_rngs
 #: Weight initialisations. ``glorot``/``he``/``lecun`` are Gaussian with σ_w set by the preset.
 INITS: tuple[str, ...] = ("gaussian", "uniform", "orthogonal", "glorot", "he", "lecun")
 
+#: One value for every layer, or a sequence of L values (one per layer).
 FloatOrSeq = float | Sequence[float]
 
 

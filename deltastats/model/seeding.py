@@ -14,11 +14,13 @@ from typing import Literal
 
 import numpy as np
 
+#: A root seed: an int, a ``SeedSequence``, or ``None`` (fresh entropy).
 SeedLike = int | np.random.SeedSequence | None
 
 #: Stream numbers: a fixed, documented layout so that adding a stream never shifts another.
 STREAMS: dict[str, int] = {"params": 0, "inputs": 1, "targets": 2, "shared_inputs": 3}
 
+#: The name of one of the :data:`STREAMS`.
 StreamName = Literal["params", "inputs", "targets", "shared_inputs"]
 
 

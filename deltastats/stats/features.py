@@ -34,16 +34,20 @@ _JIT = dict(nogil=True, cache=True, error_model="numpy")
 #: y = x − c, p_k = mean_b yᵏ, P1_SQ = p₁² and R the within-network second moment (p₂ per unit;
 #: mean_b ȳ_b² of the unit average ȳ_b for the pooled row).
 P1, P2, P3, P4, P1_SQ, R = 0, 1, 2, 3, 4, 5
+#: Number of power-sum features per unit (P1 … R).
 N_POWER = 6
 #: Scalar-per-input features (log-norm t, s = ‖δ‖²/n_l, weight-gradient entries): the mean of
 #: u − c, the mean of (u − c)², and the squared mean.
 MEAN, MEAN_SQ, SQ_MEAN = 0, 1, 2
+#: Number of scalar-per-input features (MEAN, MEAN_SQ, SQ_MEAN).
 N_SCALAR = 3
 #: Stein cross moments: ℓ̄ (shifted loss), mean_b ℓ·ζ (ζ = z − c_z), p₁(z), p₂(z), p₁(δ).
 ST_LOSS, ST_LOSS_Z, ST_Z, ST_Z_SQ, ST_DELTA = 0, 1, 2, 3, 4
+#: Number of Stein cross moments per unit.
 N_STEIN = 5
 #: Conditional multivariate Stein features of layer 1: s − c_s, u − c_u, p₁(δ).
 MV_S, MV_U, MV_DELTA = 0, 1, 2
+#: Number of conditional multivariate Stein features per unit.
 N_STEIN_MV = 3
 
 

@@ -54,6 +54,8 @@ _SQRT_2PI = np.sqrt(2.0 * np.pi)
 SCALE_CUTS = (0.0, -1.0, 1.0, -3.0, 3.0, -9.0, 9.0)
 #: 1-D rules go on geometrically (×3) so that e^{−|z|} tails of very wide Gaussians resolve.
 SCALE_CUTS_1D = SCALE_CUTS + tuple(float(x) for k in range(3, 8) for x in (-(3**k), 3**k))
+#: Standard deviation √v above which a Gaussian counts as wide: its expectations are also
+#: split at the natural scales of the activations (SCALE_CUTS, SCALE_CUTS_1D).
 WIDE = 0.3
 _ON_ERROR = ("warn", "raise", "ignore")
 
@@ -341,6 +343,7 @@ MOMENT_KINDS: dict[str, int] = {
     "ddphi": -1,
     "phi_ddphi": 0,
 }
+#: The two-input moments :func:`expect2` knows: E[φ(u₁)φ(u₂)] and E[φ'(u₁)φ'(u₂)].
 MOMENT2_KINDS = ("phi_phi", "dphi_dphi")
 
 

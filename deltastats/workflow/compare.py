@@ -36,6 +36,7 @@ CORRECTIONS = (
 #: fitted to Monte Carlo cannot confirm or refute the Monte Carlo it was fitted to.
 NO_VERDICT = ("empirical",)
 
+#: Columns of the table :func:`compare` returns, in order.
 COLUMNS = [
     "layer",
     "statistic",

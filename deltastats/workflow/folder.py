@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .metadata import now
 
+#: The lock file that keeps a second sweep out of a results folder (pid, host, start time).
 LOCK_NAME = "sweep.lock"
 
 

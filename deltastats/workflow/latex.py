@@ -73,6 +73,8 @@ def _char(c: str) -> str:
 def escape(text: object) -> str:
     r"""``text`` as pure-ASCII LaTeX that typesets the same characters.
 
+    Examples
+    --------
     >>> print(escape("z_var at 100% (δ² ≈ 1), cost $5"))
     z\_var at 100\% ($\delta^{2}$ $\approx$ 1), cost \$5
     """

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+#: Packages whose versions every ``metadata.json`` records.
 PACKAGES = (
     "deltastats",
     "numpy",

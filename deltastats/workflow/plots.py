@@ -37,6 +37,7 @@ STAT_LABELS = {
     "grad_w_sq": r"$\mathrm{E}\,\|\partial J/\partial W^{(l)}\|^2$",
     "log_delta_norm_sq_var": r"$\mathrm{Var}[\log\|\delta^{(l)}\|^2]$",
 }
+#: Statistics that are second moments (positive, growing geometrically): plotted on a log axis.
 SECOND_MOMENTS = {"delta_sq", "delta_var", "delta_norm_sq", "z_var", "grad_w_sq"}
 
 

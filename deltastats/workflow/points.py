@@ -28,6 +28,7 @@ from .config import Experiment
 from .folder import sha256_file
 from .metadata import write_json_atomic
 
+#: What computes one sweep point: an :class:`Experiment` → its tidy table of rows.
 PointFn = Callable[[Experiment], pd.DataFrame]
 
 

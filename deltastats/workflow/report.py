@@ -45,6 +45,7 @@ TABLE_COLUMNS = {
     "prediction_infinite_width",
     "note",
 }
+#: Columns of the long table of a report, in order.
 SHOWN = [
     "layer",
     "statistic",

@@ -54,6 +54,7 @@ class Layout:
         self.sections.append(Section(heading, markdown, html_text, level))
 
     def markdown(self) -> str:
+        """The report as Markdown: the title as ``#``, each section under its heading."""
         out = [f"# {html.escape(self.title, quote=False)}", ""]
         for s in self.sections:
             if s.heading:
@@ -62,6 +63,7 @@ class Layout:
         return "\n".join(out)
 
     def html(self) -> str:
+        """The report as one self-contained HTML page (inline style, figures embedded)."""
         style = (
             "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;"
             "padding:0 1em;line-height:1.45;color:#222}"
@@ -126,6 +128,7 @@ def caption(stem: str, analysis: dict, assumptions: str) -> str:
 
 
 def figure_html(path: Path, text: str) -> str:
+    """An HTML ``<figure>`` with the PNG at ``path`` embedded (base64) and ``text`` as caption."""
     data = base64.b64encode(path.read_bytes()).decode()
     return (
         f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}"/>'

@@ -210,8 +210,8 @@ def run_experiment(
         Interval method.
     alpha, correction
         Level and multiple-testing method of the verdicts (:func:`deltastats.compare`).
-
-    All four are recorded in ``metadata.json`` under ``analysis``, where the report reads them.
+        ``confidence``, ``method``, ``alpha`` and ``correction`` are recorded in
+        ``metadata.json`` under ``analysis``, where the report reads them.
 
     Returns
     -------

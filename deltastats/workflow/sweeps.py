@@ -95,6 +95,7 @@ from .points import (
     _write_parquet_atomic,
 )
 
+#: Top-level keys a sweep TOML may have (anything else is an error naming the closest key).
 SWEEP_KEYS = (
     "name",
     "seed",
@@ -106,6 +107,7 @@ SWEEP_KEYS = (
     "quick",
     "analysis",
 )
+#: What computes one sweep point: an :class:`Experiment` → its tidy table of rows.
 PointFn = Callable[[Experiment], pd.DataFrame]
 
 #: Largest sweep :func:`load_sweep` accepts unless ``max_points`` says otherwise.
