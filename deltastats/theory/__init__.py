@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from . import input_law, quadrature
 from ._common import TheoryNotCovered
+from .backward_width import BackwardCorrections, backward_corrections, backward_covered
 from .finite_width import (
     ForwardCorrections,
     LogNormalFluctuation,
@@ -56,6 +57,7 @@ from .predict import STATISTICS, for_verdicts, not_covered, predict
 
 __all__ = [
     "STATISTICS",
+    "BackwardCorrections",
     "BackwardMoments",
     "DepthScales",
     "FixedPoint",
@@ -65,6 +67,8 @@ __all__ = [
     "LogNormalFluctuation",
     "PairMoments",
     "TheoryNotCovered",
+    "backward_corrections",
+    "backward_covered",
     "backward_moments",
     "c_map",
     "chi1",
