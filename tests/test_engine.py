@@ -174,19 +174,33 @@ def test_network_parameters_do_not_depend_on_chunking():
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_gaussian_parameters_are_the_documented_draws(dtype):
-    # Network m: W⁽ˡ⁾ = μ_w/n + σ_w/√n · N(0,1) then b⁽ˡ⁾ = μ_b + σ_b · N(0,1), layer by layer,
-    # from its own stream; the in-place float64 path must give exactly these bits.
-    from deltastats.seeding import network_rngs
+    # Network m: W⁽ˡ⁾ = μ_w/n + σ_w/√n · Z and b⁽ˡ⁾ = μ_b + σ_b · Z, Z the counter-based float64
+    # law of (stream key, tensor 2(l−1) or 2(l−1)+1, network m), computed in float64 and
+    # rounded to dtype. The reference is an independent pure-Python Philox + Box–Muller (its
+    # libm ln/sin/cos differ from the compiled ones by a few ulp).
+    from philox_reference import normal_array
+
+    from deltastats.seeding import param_tensor, stream_key
 
     net = ds.MLP((4, 6, 3), sigma_w=(1.3, 0.7), sigma_b=0.4, mu_w=(0.3, -0.5), mu_b=-0.2)
     params = net.sample(3, seed=9, start=5, dtype=dtype)
-    for i, rng in enumerate(network_rngs(9, "params", 5, 3)):
-        for l, (n_in, n_out) in enumerate([(4, 6), (6, 3)]):
-            sw, mw = net.layer_sigma_w[l], net.layer_mu_w[l]
-            w = mw / n_in + sw / np.sqrt(n_in) * rng.standard_normal((n_out, n_in))
-            b = -0.2 + 0.4 * rng.standard_normal(n_out)
-            np.testing.assert_array_equal(params.weights[l][i], w.astype(dtype))
-            np.testing.assert_array_equal(params.biases[l][i], b.astype(dtype))
+    key = stream_key(9, "params")
+    tol = 1e-13 if dtype == np.float64 else 2 * np.finfo(np.float32).eps
+    for i in range(3):
+        for l, (n_in, n_out) in enumerate([(4, 6), (6, 3)], start=1):
+            sw, mw = net.layer_sigma_w[l - 1], net.layer_mu_w[l - 1]
+            z_w = normal_array(key, param_tensor(l, "weight"), 5 + i, n_out * n_in)
+            z_b = normal_array(key, param_tensor(l, "bias"), 5 + i, n_out)
+            w = (mw / n_in + sw / np.sqrt(n_in) * z_w).reshape(n_out, n_in)
+            b = -0.2 + 0.4 * z_b
+            assert params.weights[l - 1][i].dtype == dtype
+            np.testing.assert_allclose(params.weights[l - 1][i], w, rtol=tol, atol=tol)
+            np.testing.assert_allclose(params.biases[l - 1][i], b, rtol=tol, atol=tol)
+    # float32 parameters are the float64 ones rounded once.
+    if dtype == np.float32:
+        p64 = net.sample(3, seed=9, start=5)
+        for a, b in zip(params.weights + params.biases, p64.weights + p64.biases):
+            np.testing.assert_array_equal(a, b.astype(np.float32))
 
 
 def test_float32_runs_in_float32():

@@ -3,7 +3,9 @@
 An input law draws ``(B, n_0)`` inputs shared by all networks, or ``(M, B, n_0)`` inputs with
 one independent batch per network (``n_networks=M``), deterministically from a seed. Per-network
 batches come from network m's own stream (:mod:`deltastats.seeding`), so they do not depend on
-chunking.
+chunking. Gaussian and spherical inputs are counter-based Gaussian numbers
+(:func:`deltastats.model.philox.network_normal`, tensor 0 of stream ``inputs``, or of
+``shared_inputs`` with the network index ``SHARED_NETWORK`` for a shared batch).
 
 Laws: :func:`gaussian` (x ~ N(0, q₀·I)), :func:`sphere` (uniform on the sphere of radius
 √(n₀ q₀)), :func:`uniform` (i.i.d. U(low, high) coordinates), :func:`from_array` (rows of a
@@ -28,7 +30,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import checks
-from .seeding import SeedLike, network_rngs, stream_rng
+from .philox import network_normal
+from .seeding import SHARED_NETWORK, SeedLike, network_rngs, stream_key, stream_rng
 
 #: Largest number of quadrature nodes per dimension :meth:`InputLaw.summary_rule` accepts.
 MAX_RULE_DEGREE = 256
@@ -36,6 +39,23 @@ MAX_RULE_DEGREE = 256
 
 def _check_batch(batch: int) -> None:
     checks.positive_int("batch", batch)
+
+
+def _standard_normal_batches(
+    n0: int, batch: int, seed: SeedLike, n_networks: int | None, start: int, std: float, dtype
+) -> np.ndarray:
+    """``std``·N(0, 1) inputs, ``(batch, n0)`` shared or ``(M, batch, n0)`` per network, of the
+    counter-based float64 law rounded to ``dtype`` (tensor 0 of the input stream)."""
+    _check_batch(batch)
+    n0 = _check_n0(n0)
+    shared = n_networks is None
+    if not shared:
+        checks.positive_int("n_networks", n_networks)
+        checks.integer("start", start, 0)
+    out = np.empty((1 if shared else n_networks, batch, n0), dtype=dtype)
+    key = stream_key(seed, "shared_inputs" if shared else "inputs")
+    network_normal(out, key, 0, SHARED_NETWORK if shared else start, 0.0, std)
+    return out[0] if shared else out
 
 
 @dataclass(frozen=True)
@@ -231,7 +251,13 @@ class Gaussian(InputLaw):
             raise ValueError(f"inputs.gaussian: q0 must be a positive finite number, got {self.q0}")
 
     def draw(self, rng, batch, n0):
+        """A batch from a numpy generator (``sample`` draws counter-based numbers instead)."""
         return np.sqrt(self.q0) * rng.standard_normal((batch, n0))
+
+    def sample(self, n0, batch, seed=0, *, n_networks=None, start=0, dtype=np.float64):
+        """Counter-based x = √q₀·Z: network m's batch is tensor 0 of its ``inputs`` stream (see
+        :meth:`InputLaw.sample` for the arguments)."""
+        return _standard_normal_batches(n0, batch, seed, n_networks, start, np.sqrt(self.q0), dtype)
 
     def moments(self, n0):
         return 0.0, float(self.q0)
@@ -274,8 +300,16 @@ class Sphere(InputLaw):
             raise ValueError(f"inputs.sphere: q0 must be a positive finite number, got {self.q0}")
 
     def draw(self, rng, batch, n0):
+        """A batch from a numpy generator (``sample`` draws counter-based numbers instead)."""
         x = rng.standard_normal((batch, n0))
         return x * (np.sqrt(n0 * self.q0) / np.linalg.norm(x, axis=-1, keepdims=True))
+
+    def sample(self, n0, batch, seed=0, *, n_networks=None, start=0, dtype=np.float64):
+        """x = √(n₀q₀)·Z/‖Z‖ for the counter-based Gaussian Z of :meth:`Gaussian.sample`
+        (the same Z; normalised in float64, then rounded to ``dtype``)."""
+        z = _standard_normal_batches(n0, batch, seed, n_networks, start, 1.0, np.float64)
+        x = z * (np.sqrt(n0 * self.q0) / np.linalg.norm(z, axis=-1, keepdims=True))
+        return x.astype(dtype, copy=False)
 
     def moments(self, n0):
         return 0.0, float(self.q0)

@@ -16,7 +16,8 @@ import numpy as np
 from .. import checks
 from .._parallel import default_threads, executor
 from .activations import Activation, get_activation
-from .seeding import SeedLike, network_rngs
+from .philox import network_normal
+from .seeding import SeedLike, network_rngs, param_tensor, stream_key
 
 #: Weight initialisations. ``glorot``/``he``/``lecun`` are Gaussian with σ_w set by the preset.
 INITS: tuple[str, ...] = ("gaussian", "uniform", "orthogonal", "glorot", "he", "lecun")
@@ -211,9 +212,14 @@ class MLP:
     ) -> Params:
         """Draw the parameters of ``n_networks`` independent networks.
 
-        Network m (global index ``start + i``) has its own random stream, so a network's
+        Network m (global index ``start + i``) has its own random numbers, so a network's
         parameters do not depend on how many are drawn at once (see :mod:`deltastats.seeding`).
-        Parameters are drawn in float64 and then cast to ``dtype``.
+        Gaussian weights and all biases are mean + sd·Z with Z of the counter-based float64
+        law (:func:`deltastats.model.philox.network_normal`, tensor
+        :func:`~deltastats.model.seeding.param_tensor`), computed in float64 and rounded to
+        ``dtype``, so float32 parameters are the float64 ones rounded. Uniform weights come
+        from network m's numpy generator; orthogonal ones are the QR factor of a counter-based
+        Gaussian matrix.
 
         Parameters
         ----------
@@ -239,27 +245,39 @@ class MLP:
         if resolved not in (np.float32, np.float64):
             raise ValueError(f"dtype must be np.float32 or np.float64, got {dtype!r}")
         dtype = resolved
-        # Preallocate and fill network by network: no per-network lists to stack (which would
-        # hold every parameter twice).
         weights = tuple(
             np.empty((n_networks, b, a), dtype=dtype)
             for a, b in zip(self.widths[:-1], self.widths[1:])
         )
         biases = tuple(np.empty((n_networks, b), dtype=dtype) for b in self.widths[1:])
         layers = self._layer_laws()
-
-        def draw(i: int, rng: np.random.Generator) -> None:
-            self._draw_into(rng, layers, [w[i] for w in weights], [b[i] for b in biases])
-
-        rngs = network_rngs(seed, "params", start, n_networks)
         n_params = sum(w[0].size for w in weights)
         threads = _sampling_threads(n_networks * n_params)
+        key = stream_key(seed, "params")
+        gaussian = self.init not in ("uniform", "orthogonal")
+        # The counter-based draws give the same bits with any number of threads; below the
+        # per-network threshold they pick their own (threads only for draws large enough).
+        normal_threads = None if threads == 1 else threads
+        for l, (_, _, mean, std, mb, sb) in enumerate(layers, start=1):
+            if gaussian:
+                w = weights[l - 1]
+                network_normal(w, key, param_tensor(l, "weight"), start, mean, std,
+                               threads=normal_threads)  # fmt: skip
+            b = biases[l - 1]
+            network_normal(b, key, param_tensor(l, "bias"), start, mb, sb, threads=normal_threads)
+        if gaussian:
+            return Params(weights, biases, start=int(start))
+
+        def draw(i: int, rng: np.random.Generator) -> None:
+            self._draw_weights(rng, key, start + i, layers, [w[i] for w in weights])
+
+        rngs = network_rngs(seed, "params", start, n_networks)
         if threads == 1:
             for i, rng in enumerate(rngs):
                 draw(i, rng)
         else:
-            # numpy's generators release the GIL while filling arrays, and each network has its
-            # own stream and slot, so threads give the same bits as the loop above.
+            # numpy's generators and QR release the GIL, and each network has its own stream
+            # and slot, so threads give the same bits as the loop above.
             for _ in executor(threads).map(draw, range(n_networks), rngs):
                 pass
         return Params(weights, biases, start=int(start))
@@ -273,34 +291,21 @@ class MLP:
             laws.append((n_in, n_out, mean, std, self.layer_mu_b[l], self.layer_sigma_b[l]))
         return laws
 
-    def _draw_into(self, rng: np.random.Generator, laws: list, weights: list, biases: list) -> None:
-        """One network's parameters, drawn layer by layer (W⁽ˡ⁾ then b⁽ˡ⁾) into the given
-        ``(n_l, n_{l-1})`` and ``(n_l,)`` arrays.
-
-        Gaussian float64 parameters are drawn in place (z ~ N(0, 1), then ``z·sd + mean``,
-        the same IEEE operations as ``mean + sd·z``); other laws and float32 draw in float64
-        and cast.
-        """
-        in_place = self.init not in ("uniform", "orthogonal") and weights[0].dtype == np.float64
-        for (n_in, n_out, mean, std, mb, sb), w_out, b_out in zip(laws, weights, biases):
-            if in_place:
-                rng.standard_normal(out=w_out)
-                w_out *= std
-                w_out += mean
-                rng.standard_normal(out=b_out)
-                b_out *= sb
-                b_out += mb
-                continue
+    def _draw_weights(
+        self, rng: np.random.Generator, key: int, network: int, laws: list, weights: list
+    ) -> None:
+        """One network's uniform or orthogonal weights, layer by layer, into the given
+        ``(n_l, n_{l-1})`` arrays (drawn in float64, then rounded to their dtype)."""
+        for l, ((n_in, n_out, mean, std, _, _), w_out) in enumerate(zip(laws, weights), 1):
             if self.init == "uniform":
                 # U(mean − a, mean + a) has variance a²/3, so a = √3·std.
                 half = np.sqrt(3.0) * std
-                w = rng.uniform(mean - half, mean + half, size=(n_out, n_in))
-            elif self.init == "orthogonal":
-                w = std * np.sqrt(max(n_in, n_out)) * _haar_orthogonal(rng, n_out, n_in)
+                w_out[...] = rng.uniform(mean - half, mean + half, size=(n_out, n_in))
             else:
-                w = mean + std * rng.standard_normal((n_out, n_in))
-            w_out[...] = w
-            b_out[...] = mb + sb * rng.standard_normal(n_out)
+                a = np.empty((1, max(n_in, n_out), min(n_in, n_out)))
+                network_normal(a, key, param_tensor(l, "weight"), network, threads=1)
+                q = _haar_orthogonal(a[0], n_out, n_in)
+                w_out[...] = std * np.sqrt(max(n_in, n_out)) * q
 
 
 #: Below this many parameters in one draw, threads cost more than they save.
@@ -315,13 +320,13 @@ def _sampling_threads(n_parameters: int) -> int:
     return default_threads()
 
 
-def _haar_orthogonal(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
-    """A (rows, cols) matrix with orthonormal rows or columns, Haar-distributed.
+def _haar_orthogonal(a: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """A (rows, cols) matrix with orthonormal rows or columns, Haar-distributed, from a
+    ``(max(rows, cols), min(rows, cols))`` matrix ``a`` of i.i.d. N(0, 1).
 
-    QR of a Gaussian matrix with the signs of diag(R) folded into Q (Mezzadri 2007). Each
+    QR of the Gaussian matrix with the signs of diag(R) folded into Q (Mezzadri 2007). Each
     entry has variance 1/max(rows, cols); the caller rescales to σ_w²/n_in.
     """
-    a = rng.standard_normal((max(rows, cols), min(rows, cols)))
     q, r = np.linalg.qr(a)
     q = q * np.sign(np.diag(r))
     return q if rows >= cols else q.T

@@ -3,7 +3,9 @@
 A target law turns a batch of inputs ``x`` (``(B, n_0)`` shared, or ``(M, B, n_0)`` one batch
 per network) into targets ``y`` of the same leading shape and width n_L. Random targets use
 the same sharing as the inputs: one shared stream for shared inputs, network m's own stream
-for per-network inputs (:mod:`deltastats.seeding`).
+for per-network inputs (:mod:`deltastats.seeding`). Gaussian targets are counter-based
+(:func:`deltastats.model.philox.network_normal`, tensor 0 of stream ``targets``; a shared batch
+uses the network index ``SHARED_NETWORK``).
 
 Laws: :func:`zeros`, :func:`constant`, :func:`gaussian`, :func:`teacher` (a fixed teacher
 network's output), :func:`one_hot` (uniform random classes, for cross-entropy),
@@ -19,7 +21,8 @@ import numpy as np
 from .. import checks
 from .inputs import FromArrays
 from .networks import MLP, forward
-from .seeding import SeedLike, network_rngs, stream_rng
+from .philox import network_normal
+from .seeding import SHARED_NETWORK, SeedLike, network_rngs, stream_key, stream_rng
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,27 @@ class Gaussian(TargetLaw):
             raise ValueError(f"targets.gaussian: sigma must be finite and >= 0, got {self.sigma}")
 
     def draw(self, rng, x, n_out):
+        """Targets from a numpy generator (``sample`` draws counter-based numbers instead)."""
         return self.sigma * rng.standard_normal((x.shape[0], n_out))
+
+    def sample(self, x, n_out, seed=0, *, start=0, dtype=None):
+        """Counter-based y = σ·Z, ``(B, n_out)`` or ``(M, B, n_out)`` like ``x``: network m's
+        targets are tensor 0 of its ``targets`` stream (see :meth:`TargetLaw.sample`)."""
+        x = np.asarray(x)
+        dtype = x.dtype if dtype is None else dtype
+        if x.ndim not in (2, 3):
+            raise ValueError(f"x must have shape (B, n0) or (M, B, n0), got {x.shape}")
+        checks.positive_int("n_out", n_out)
+        shared = x.ndim == 2
+        if not shared:
+            checks.integer("start", start, 0)
+        shape = ((1, x.shape[0]) if shared else x.shape[:2]) + (n_out,)
+        direct = np.dtype(dtype) in (np.float32, np.float64)
+        out = np.empty(shape, dtype=dtype if direct else np.float64)
+        first = SHARED_NETWORK if shared else start
+        network_normal(out, stream_key(seed, "targets"), 0, first, 0.0, float(self.sigma))
+        out = out if direct else out.astype(dtype)
+        return out[0] if shared else out
 
     def moments(self, n_out):
         return 0.0, float(self.sigma) ** 2
