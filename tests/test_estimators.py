@@ -328,9 +328,10 @@ def test_conditional_multivariate_stein_matches_pathwise_and_univariate_does_not
     t = est.table
     assert set(t.layer) == {1}
     for unit in (-1, 0, 1, 2):
+        # Four checks of one true null: each at 3 SE (a family-wise level of about 1 %), not
+        # at the 95 % interval, which misses one of four about one time in six.
         mv = est.result("stein_mv_gap", 1, unit)
-        lo, hi = mv.confidence_interval
-        assert lo <= 0.0 <= hi, (unit, mv)
+        assert abs(mv.estimate) <= 3 * mv.std_error, (unit, mv)
         for stat in ("stein_uv_gap", "stein_gap"):
             r = est.result(stat, 1, unit)
             assert abs(r.estimate) > 6 * r.standard_error, (stat, unit, r)

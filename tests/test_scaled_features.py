@@ -66,11 +66,13 @@ def test_deep_relu_float64_trace_is_never_excluded():
 
 
 def test_all_networks_excluded_is_a_clear_error_and_float64_advice_only_for_float32():
-    net = ds.MLP((8,) * 80 + (1,), activation="relu", sigma_w=6.0)
+    # Linear, so no network can escape by a dead layer (a width-8 ReLU layer is all zero
+    # with probability ≈ 2⁻⁸, so at depth 80 about a quarter of ReLU networks die instead).
+    net = ds.MLP((8,) * 80 + (1,), activation="linear", sigma_w=6.0)
     with pytest.raises(ValueError, match="all 6 networks overflowed.*use float64"):
         ds.estimate(net, n_networks=6, batch=2, dtype=np.float32)
     x = np.ones((2, 8))
     with pytest.warns(ds.NumericalOverflowWarning) as rec:
-        p = ds.MLP((8,) * 400 + (1,), activation="relu", sigma_w=9.0).sample(2, 0)
-        ds.backprop(ds.MLP((8,) * 400 + (1,), activation="relu", sigma_w=9.0), p, x, x[:, :1])
+        deep = ds.MLP((8,) * 400 + (1,), activation="linear", sigma_w=9.0)  # 9⁴⁰⁰ > 10³⁰⁸
+        ds.backprop(deep, deep.sample(2, 0), x, x[:, :1])
     assert "float64" not in str(rec[0].message)

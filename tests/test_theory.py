@@ -54,7 +54,9 @@ def _assert_agrees(pred, summaries, stat, rel=0.02, layers=None):
 
 
 def _pred(net, inp=None, tg=None):
-    return T.predict(net, inp, tg).set_index(["layer", "statistic"])["prediction"]
+    # The most complete prediction (as verdicts use): finite-width where derived.
+    p = T.for_verdicts(T.predict(net, inp, tg, finite_width=True))
+    return p.set_index(["layer", "statistic"])["prediction"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,7 +153,9 @@ def test_delta_sq_matches_monte_carlo(act, factor):
     """Ordered (0.8 σ_w,c), critical and chaotic (1.3 σ_w,c) at σ_b = 0.2, width 512."""
     sw = factor * float(T.critical_sigma_w(0.2, act))
     net = ds.MLP((128,) + (512,) * 4 + (8,), activation=act, sigma_w=sw, sigma_b=0.2)
-    mc = _per_network(net, M=48, B=16, seed=11)
+    # Chaotic ReLU's per-network E[δ²] is heavy-tailed: 48 networks under-cover it (the mean
+    # of 48 falls below the 99 % band of its own t interval for some seeds); 192 do not.
+    mc = _per_network(net, M=192 if act == "relu" else 48, B=16, seed=11)
     _assert_agrees(_pred(net), mc, "delta_sq")
 
 
@@ -288,9 +292,14 @@ def test_relu_log_norm_variance_constant_by_monte_carlo():
         per_net = (logs[l - 1] - np.log(widths[l])).reshape(M, B).mean(axis=1)
         lo, hi = _ci99(per_net)
         assert lo - 0.06 <= p[(l, "log_delta_norm_sq_mean")] <= hi + 0.06, (l, lo, hi)
-    # The Gaussian E[δ²] is low by ≈ e^{3β} at this small width (documented finite-width gap).
-    gap = np.log(np.mean(tr.delta[0] ** 2)) - p[(1, "log_delta_sq")]
-    assert gap == pytest.approx(3.0 * fl.beta[0], rel=0.3)
+    # The infinite-width (Gaussian) E[δ²] is low by ≈ e^{3β} at this small width; the
+    # finite-width prediction (exact for bias-free ReLU) is not.
+    # The derived ratio is e^{0.284} here, close to the e^{3β} = e^{0.328} of the leading order.
+    inf = T.predict(net, finite_width=False).set_index(["layer", "statistic"])["prediction"]
+    derived = p[(1, "log_delta_sq")] - inf[(1, "log_delta_sq")]
+    assert derived == pytest.approx(3.0 * fl.beta[0], rel=0.2)
+    lo, hi = _ci99((tr.delta[0] ** 2).mean(axis=(1, 2)))
+    assert lo <= p[(1, "delta_sq")] <= hi and lo > inf[(1, "delta_sq")]
 
 
 # ---------------------------------------------------------------------------------------------
