@@ -1,8 +1,8 @@
-"""E[δ⁽ˡ⁾] and E[δ⁽ˡ⁾²] to first order in 1/n for any activation: an exact backward recursion.
+"""E[δ⁽ˡ⁾], E[δ⁽ˡ⁾²] and E‖∂L/∂W⁽ˡ⁾‖² to first order in 1/n for any activation.
 
-With Gaussian weights and μ_w = 0 the backward pass has an exact recursion in conditional
-expectations of the scalar kernel K_l (the variance of z⁽ˡ⁾ given layer l − 1); the only
-approximation made here is the expansion of one layer's empirical averages to second order,
+With Gaussian weights the backward pass has an exact recursion in conditional expectations
+given the layer's kernel θ_l = (M_l, G_l) (the mean and variance of z⁽ˡ⁾ given layer l − 1);
+the only approximation is the expansion of one layer's empirical averages to second order,
 which is exact to O(1/n). The recursion and its derivation are in :func:`backward_corrections`.
 """
 
@@ -25,16 +25,22 @@ from .quadrature import _legendre_rule
 
 __all__ = ["BackwardCorrections", "backward_corrections", "backward_covered"]
 
-# Per-unit quantities X = (u, a, c, e, t, p) of one layer given its kernel K (see (BW3)).
-_U, _A, _C, _E, _T, _P = range(6)
+# Per-unit quantities X of one layer given θ = (M, G), (BW3), and the power of z̃ in each.
+_U, _A, _C, _E, _T, _P, _Q, _D, _K, _V, _G2 = range(11)
+_ZPOW = (0, 0, 0, 1, 2, 0, 0, 0, 0, 1, 1)
+# Conditional expectations carried down the layers, (BW2): E of ‖δ‖², τ², στ, σ², σ, τ with
+# σ = 1ᵀδ and τ = z̃·δ.
+_N, _TT, _ST, _SS, _S, _TAU = range(6)
 _NODES = 96  # Gauss–Legendre nodes per smooth piece of φ on [−_TAIL, _TAIL] standard deviations
 _TAIL = 12.0
-# Chebyshev nodes of each conditional expectation as a function of K. More is not better:
-# the interpolant's second derivative amplifies the rounding of the tabulated values (about
-# as N⁴); 16, 24, 32 and 48 nodes agree to 10⁻⁷ relative on gelu with Gaussian inputs, and
-# bias-free ReLU (where the recursion is exact) is reproduced to 10⁻⁶.
-_CHEB = 24
+# Chebyshev nodes of each conditional expectation in G (and in M when μ_w ≠ 0). More is not
+# better: the interpolant's second derivative amplifies the rounding of the tabulated values
+# (about as N⁴); 16, 24, 32 and 48 nodes in G agree to 10⁻⁷ relative on gelu with Gaussian
+# inputs, and bias-free ReLU (where the recursion is exact) is reproduced to 10⁻⁶.
+_CHEB_G = 24
+_CHEB_M = 12
 _NEGLIGIBLE = 1e-12  # input nodes of smaller weight are evaluated at the range's edge
+_EPS = 0.05  # second-difference step, in standard deviations of the layer's averages
 
 
 @dataclass(frozen=True)
@@ -55,12 +61,22 @@ class BackwardCorrections:
 
 
 def backward_covered(net: MLP, loss: str | Loss, targets: TargetLaw | None) -> str | None:
-    """Why :func:`backward_corrections` does not cover a setting, or ``None`` if it does."""
-    phi, phi_out = _check_net(net)
+    """Why :func:`backward_corrections` does not cover a setting, or ``None`` if it does.
+
+    Parameters
+    ----------
+    net : MLP
+    loss : str or Loss
+    targets : TargetLaw or None
+
+    Returns
+    -------
+    str or None
+        The reason, naming what to change; ``None`` when the setting is covered.
+    """
+    _, phi_out = _check_net(net)
     if net.init in ("orthogonal", "uniform"):
         return f"init={net.init!r}: the recursion needs Gaussian weights"
-    if any(m != 0 for m in net.layer_mu_w):
-        return "mu_w ≠ 0: the mean of W couples the units; the 1/n term is not derived"
     if phi_out.closed_form != "linear":
         return f"output activation {phi_out.name!r}: derived for a linear output only"
     name = loss.name if isinstance(loss, Loss) else get_loss(loss).name
@@ -68,45 +84,50 @@ def backward_covered(net: MLP, loss: str | Loss, targets: TargetLaw | None) -> s
         return f"loss={name!r}: derived for squared-error losses only"
     if targets is not None and targets.moments(net.widths[-1]) is None:
         return "targets depend on the input: the recursion needs independent targets"
-    del phi
     return None
 
 
-def _unit_rule(phi: Activation, K: float, mu_b: float) -> tuple[np.ndarray, np.ndarray]:
-    """Nodes z and weights of z ~ N(μ_b, K), split at the kinks of φ."""
+def _unit_moments(phi: Activation, M: np.ndarray, G: np.ndarray, sb2: float):
+    """Mean ``(P, 11)`` and covariance ``(P, 11, 11)`` of one unit's X, (BW3), at P kernels.
+
+    z ~ N(M, G) is M + z̃ + (b − μ_b) with z̃ ~ N(0, G − σ_b²) and b ~ N(μ_b, σ_b²); given
+    z, z̃ is N(r(z − M), rσ_b²) with r = (G − σ_b²)/G, so powers of z̃ are integrated in
+    closed form and one quadrature in z remains (split at the kinks of φ)."""
     x, wx = _legendre_rule(_NODES)
-    sd = np.sqrt(K)
-    cuts = sorted({(k - mu_b) / sd for k in phi.kinks if abs(k - mu_b) < _TAIL * sd})
-    edges = [-_TAIL, *cuts, _TAIL]
-    t, w = [], []
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        half = 0.5 * (hi - lo)
-        tt = 0.5 * (lo + hi) + half * x
-        t.append(tt)
-        w.append(half * wx * np.exp(-0.5 * tt * tt) / np.sqrt(2 * np.pi))
-    t, w = np.concatenate(t), np.concatenate(w)
-    return mu_b + sd * t, w
-
-
-def _unit_moments(phi: Activation, K: float, sb2: float, mu_b: float):
-    """Mean vector and covariance (one unit) of X = (u, a, c, e, t, p), (BW3).
-
-    z = z̃ + b with z̃ ~ N(0, K − σ_b²) and b ~ N(μ_b, σ_b²) independent; given z, z̃ is
-    N(r(z − μ_b), rσ_b²) with r = (K − σ_b²)/K, so powers of z̃ are integrated in closed form
-    and one quadrature in z remains."""
-    z, w = _unit_rule(phi, K, mu_b)
+    sd = np.sqrt(G)[:, None]
+    cuts = [np.clip((k - M) / np.sqrt(G), -_TAIL, _TAIL) for k in phi.kinks]
+    edges = np.stack(
+        [np.full(M.shape, -_TAIL), *sorted(cuts, key=np.mean), np.full(M.shape, _TAIL)]
+    )
+    edges = np.sort(edges, axis=0)
+    t = np.concatenate(
+        [
+            0.5 * (lo + hi)[:, None] + 0.5 * (hi - lo)[:, None] * x
+            for lo, hi in zip(edges[:-1], edges[1:])
+        ],
+        axis=1,
+    )
+    w = (
+        np.concatenate(
+            [0.5 * (hi - lo)[:, None] * wx for lo, hi in zip(edges[:-1], edges[1:])], axis=1
+        )
+        * np.exp(-0.5 * t * t)
+        / np.sqrt(2 * np.pi)
+    )
+    z = M[:, None] + sd * t
     h, d = phi.phi(z), phi.dphi(z)
-    r = (K - sb2) / K if K > 0 else 0.0
-    m, v = r * (z - mu_b), r * sb2
+    r = np.where(G > 0, (G - sb2) / np.where(G > 0, G, 1.0), 0.0)[:, None]
+    m, v = r * sd * t, r * sb2
     zt = [np.ones_like(z), m, m * m + v, m**3 + 3 * m * v, m**4 + 6 * m * m * v + 3 * v * v]
     h2, d2 = h * h, d * d
-    # Each X_k = (z̃ power) × (function of z): (power, function).
-    parts = [(0, h2), (0, d2), (0, d2 * h2), (1, d * h), (2, d2), (0, d * h)]
-    mean = np.array([w @ (zt[p] * f) for p, f in parts])
-    cov = np.empty((6, 6))
-    for i, (pi, fi) in enumerate(parts):
-        for j, (pj, fj) in enumerate(parts[: i + 1]):
-            cov[i, j] = cov[j, i] = w @ (zt[pi + pj] * fi * fj) - mean[i] * mean[j]
+    fns = [h2, d2, d2 * h2, d * h, d2, d * h, h, d, d2 * h, d, d2]
+    mean = np.stack([np.sum(w * zt[p] * f, axis=1) for p, f in zip(_ZPOW, fns)], axis=1)
+    P = M.size
+    cov = np.empty((P, 11, 11))
+    for i in range(11):
+        for j in range(i + 1):
+            e = np.sum(w * zt[_ZPOW[i] + _ZPOW[j]] * fns[i] * fns[j], axis=1)
+            cov[:, i, j] = cov[:, j, i] = e - mean[:, i] * mean[:, j]
     return mean, cov
 
 
@@ -115,29 +136,107 @@ def _chebyshev_nodes(N: int) -> np.ndarray:
 
 
 class _Fn:
-    """A smooth function of K as the Chebyshev interpolant of its values at the N Chebyshev
-    nodes of [lo, hi] (``values`` in the order of :func:`_chebyshev_nodes`)."""
+    """Smooth functions of θ = (M, G): Chebyshev interpolants of values tabulated at the
+    tensor grid of Chebyshev nodes of [lo_M, hi_M] × [lo_G, hi_G] (one node in M when M is
+    fixed: the functions are then constant in M). ``values`` has shape (k, N_M, N_G)."""
 
-    def __init__(self, lo: float, hi: float, values: np.ndarray):
-        self.lo, self.hi = lo, hi
-        self.coef = cheb.chebfit(_chebyshev_nodes(values.size), values, values.size - 1)
+    def __init__(self, box, values: np.ndarray):
+        (self.lo_m, self.hi_m), (self.lo_g, self.hi_g) = box
+        k, nm, ng = values.shape
+        self.nm = nm
+        # Tensor-product interpolation is separable: coef = Vm⁻¹ · values · Vg⁻ᵀ with V the
+        # 1-D Chebyshev–Vandermonde matrices at the nodes.
+        inv_g = np.linalg.inv(cheb.chebvander(_chebyshev_nodes(ng), ng - 1))
+        inv_m = np.linalg.inv(cheb.chebvander(_chebyshev_nodes(nm), nm - 1))
+        self.coef = np.einsum("ai,kij,bj->kab", inv_m, values, inv_g)
 
-    def _x(self, K):
+    def _xm(self, M):
+        if self.nm == 1:
+            return np.zeros_like(np.asarray(M, float))
+        span = self.hi_m - self.lo_m
+        return np.clip((2 * np.asarray(M, float) - self.hi_m - self.lo_m) / span, -1, 1)
+
+    def _xg(self, G):
+        span = self.hi_g - self.lo_g
         # Clipped: an interpolant is never extrapolated (the ranges are built to contain
         # every point the recursion evaluates, up to rounding).
-        return np.clip((2 * np.asarray(K) - self.hi - self.lo) / (self.hi - self.lo), -1, 1)
+        return np.clip((2 * np.asarray(G, float) - self.hi_g - self.lo_g) / span, -1, 1)
 
-    def __call__(self, K):
-        x = self._x(K)
-        return cheb.chebval(x, self.coef)
+    def __call__(self, M, G, dm: int = 0, dg: int = 0) -> np.ndarray:
+        """Values (or the derivative ∂ᵈᵐ_M ∂ᵈᵍ_G) at points M, G of one shape S: (k,) + S."""
+        c = self.coef
+        if dm:
+            if self.nm == 1:
+                return np.zeros((c.shape[0],) + np.shape(M))
+            c = cheb.chebder(c, dm, scl=2 / (self.hi_m - self.lo_m), axis=1)
+        if dg:
+            c = cheb.chebder(c, dg, scl=2 / (self.hi_g - self.lo_g), axis=2)
+        # chebval2d takes the coefficients as (nm, ng, k) and returns (k,) + S
+        return cheb.chebval2d(self._xm(M), self._xg(G), np.moveaxis(c, 0, -1))
 
-    def d1(self, K):
-        x = self._x(K)
-        return cheb.chebval(x, cheb.chebder(self.coef, 1)) * (2 / (self.hi - self.lo))
 
-    def d2(self, K):
-        x = self._x(K)
-        return cheb.chebval(x, cheb.chebder(self.coef, 2)) * (2 / (self.hi - self.lo)) ** 2
+def _top(M, G, n_out, sb2, ey, vary, factor):
+    """(BW2) at the output, δ⁽ᴸ⁾ = c(z − y): E of ‖δ‖², τ², στ, σ², σ, τ given θ_L."""
+    s = G - sb2
+    om = M - ey  # E(z_i − y_i)
+    ew2 = sb2 + vary + om * om  # E w², w = z − z̃ − y
+    n = n_out
+    out = np.array(
+        np.broadcast_arrays(
+            n * (s + ew2),
+            n * (2 * s * s + s * ew2) + n * n * s * s,
+            n * (n + 1) * s * om,
+            n * (s + sb2 + vary) + n * n * om * om,
+            n * om,
+            n * s,
+        )
+    )
+    scale = np.array([2, 2, 2, 2, 1, 1], float)[(slice(None),) + (None,) * np.ndim(G)]
+    return out * factor**scale
+
+
+def _phis(X, deeper, n, s2, mu, b2, mb):
+    """The functions Φ of (BW2): ``X`` (..., 11) → (6, ...), with the deeper layer's F' at
+    θ' = (μq̄ + μ_b, σ²ū + σ_b²)."""
+    u, a, c, e, t, p, q, d, k, vv, g2 = np.moveaxis(X, -1, 0)
+    N, TT, ST, SS, S, TAU = deeper(mu * q + mb, s2 * u + b2)
+    P, Ep = p / u, e / u
+    return np.array(
+        [
+            s2 * a * N
+            - (s2 / n) * (c / u) * N
+            + TT * c / (n * u * u)
+            + 2 * mu * ST * k / (n * u)
+            + mu * mu * SS * a / n,
+            s2 * N * (t - e * e / u)
+            + TT * Ep * Ep
+            + 2 * mu * Ep * vv * ST
+            + mu * mu * vv * vv * SS,
+            s2 * N * (g2 - p * e / u)
+            + TT * P * Ep
+            + mu * ST * (P * vv + d * Ep)
+            + mu * mu * SS * d * vv,
+            s2 * N * (a - p * p / u) + TT * P * P + 2 * mu * P * d * ST + mu * mu * d * d * SS,
+            TAU * P + mu * S * d,
+            TAU * Ep + mu * S * vv,
+        ]
+    )
+
+
+def _layer_expect(mean, cov, deeper, n, s2, mu, b2, mb):
+    """E Φ(X̄) = Φ(μ) + (1/2n) tr(∇²Φ Σ) at P kernels: (6, P), by second differences along
+    the eigenvectors of Σ."""
+    base = _phis(mean, deeper, n, s2, mu, b2, mb)
+    lam, vec = np.linalg.eigh(cov)  # (P, 11), (P, 11, 11)
+    corr = np.zeros_like(base)
+    tiny = 1e-14 * np.maximum(lam.max(axis=1), 1e-300)
+    for j in range(11):
+        ok = lam[:, j] > tiny
+        step = _EPS * np.sqrt(np.where(ok, lam[:, j], 0.0) / n)[:, None] * vec[:, :, j]
+        d2 = _phis(mean + step, deeper, n, s2, mu, b2, mb) - 2 * base
+        d2 = d2 + _phis(mean - step, deeper, n, s2, mu, b2, mb)
+        corr += np.where(ok, d2, 0.0) / (2 * _EPS * _EPS)
+    return base + corr
 
 
 def backward_corrections(
@@ -148,51 +247,51 @@ def backward_corrections(
     *,
     degree: int | tuple[int, int] = (8, 12),
 ) -> BackwardCorrections:
-    r"""E[δ⁽ˡ⁾_j] and E[δ⁽ˡ⁾_j²] to first order in 1/n, any activation.
+    r"""E[δ⁽ˡ⁾_j], E[δ⁽ˡ⁾_j²] and E‖∂L/∂W⁽ˡ⁾‖² to first order in 1/n, any activation.
 
-    Setting: Gaussian weights W⁽ˡ⁺¹⁾_ij ~ N(0, σ²/n_l) (μ_w = 0), biases N(μ_b, σ_b²), a
-    linear output, squared-error loss with targets independent of the network (δ⁽ᴸ⁾ = g − y).
+    Setting: Gaussian weights W⁽ˡ⁺¹⁾_ij ~ N(μ/n_l, σ²/n_l), biases N(μ_b, σ_b²), a linear
+    output, squared-error loss with targets independent of the network (δ⁽ᴸ⁾ = c(g − y)).
 
-    Derivation. Given h = h⁽ˡ⁾ write W = W⁽ˡ⁺¹⁾ = W P⊥ + z̃ hᵀ/‖h‖², with z̃ = Wh and
-    P⊥ = I − hhᵀ/‖h‖². For i.i.d. Gaussian entries W P⊥ and z̃ are independent, and
-    everything above layer l (z⁽ˡ⁺¹⁾ = z̃ + b, the deeper weights, δ⁽ˡ⁺¹⁾) sees W only
-    through z̃, whose law given h depends on h only through K_{l+1} = σ²‖h‖²/n_l + σ_b².
-    So, with ξ ~ N(0, I) independent of the rest,
+    Derivation. Given h = h⁽ˡ⁾ write W = W⁽ˡ⁺¹⁾ = (μ/n)11ᵀ + W₀ and split W₀ = W₀P⊥ + z̃hᵀ/‖h‖²
+    with z̃ = W₀h and P⊥ = I − hhᵀ/‖h‖². For i.i.d. Gaussian W₀ the parts W₀P⊥ and z̃ are
+    independent, and everything above layer l (z⁽ˡ⁺¹⁾ = μh̄1 + z̃ + b, the deeper weights,
+    δ⁽ˡ⁺¹⁾) sees W only through z̃ and h̄ = 1ᵀh/n, whose law given h depends on h only through
+    θ_{l+1} = (M, G) = (μh̄ + μ_b, σ²‖h‖²/n + σ_b²). So, with ξ ~ N(0, I) independent of the
+    rest, σ = 1ᵀδ⁽ˡ⁺¹⁾ and τ = z̃·δ⁽ˡ⁺¹⁾,
 
-        Wᵀδ⁽ˡ⁺¹⁾ = (σ‖δ⁽ˡ⁺¹⁾‖/√n_l) P⊥ξ + h (z̃·δ⁽ˡ⁺¹⁾)/‖h‖²,                        (BW1)
+        Wᵀδ⁽ˡ⁺¹⁾ = (σ_w‖δ⁽ˡ⁺¹⁾‖/√n) P⊥ξ + h τ/‖h‖² + (μσ/n) 1                            (BW1)
 
-    exactly. With δ⁽ˡ⁾ = φ'(z⁽ˡ⁾) ⊙ Wᵀδ⁽ˡ⁺¹⁾, averaging over ξ, and writing
-    G_l(K) = E[‖δ⁽ˡ⁾‖² | K_l = K], F_l(K) = E[(z̃⁽ˡ⁾·δ⁽ˡ⁾)² | K_l = K],
-    m_l(K) = E[z̃⁽ˡ⁾·δ⁽ˡ⁾ | K_l = K], S_l(K) = E[Σ_j δ⁽ˡ⁾_j | K_l = K]:
+    exactly, and δ⁽ˡ⁾ = φ'(z⁽ˡ⁾) ⊙ Wᵀδ⁽ˡ⁺¹⁾. Averaging over ξ, the six conditional
+    expectations F = E[(‖δ‖², τ², στ, σ², σ, τ) | θ] of layer l are expectations of functions
+    of layer l's unit averages X̄ and of the F' of layer l + 1 at θ' = (μq̄ + μ_b, σ²ū + σ_b²):
 
-        G_l = E[σ² ā G' − (σ²/n) (c̄/ū) G' + (c̄/(n ū²)) F'],
-        F_l = E[σ² (t̄ − ē²/ū) G' + (ē/ū)² F'],
-        m_l = E[(ē/ū) m'],    S_l = E[(p̄/ū) m'],                                     (BW2)
+        E‖δ‖²  = σ²āN' − (σ²/n)(c̄/ū)N' + c̄T'/(nū²) + 2μ k̄ C'/(nū) + μ²āS'/n
+        E τ²   = σ²(t̄ − ē²/ū)N' + (ē/ū)²T' + 2μ(ē/ū)v̄C' + μ²v̄²S'
+        E στ   = σ²(ḡ − p̄ē/ū)N' + (p̄/ū)(ē/ū)T' + μ(p̄v̄/ū + d̄ē/ū)C' + μ²d̄v̄S'
+        E σ²   = σ²(ā − p̄²/ū)N' + (p̄/ū)²T' + 2μ(p̄/ū)d̄C' + μ²d̄²S'
+        E σ    = (p̄/ū)τ' + μd̄σ',    E τ = (ē/ū)τ' + μv̄σ'                                (BW2)
 
-    where ′ means evaluated at K' = σ²ū + σ_b² (layer l + 1) and the bars are averages over
-    the n = n_l i.i.d. units of layer l given K_l of
+    (N', T', C', S', σ', τ' the F' of ‖δ‖², τ², στ, σ², σ, τ), with the bars averages over the
+    n = n_l i.i.d. units of layer l given θ_l of
 
-        u = φ(z)², a = φ'(z)², c = φ'(z)²φ(z)², e = z̃φ'(z)φ(z), t = z̃²φ'(z)², p = φ'(z)φ(z)  (BW3)
+        u = φ², a = φ'², c = φ'²φ², e = z̃φ'φ, t = z̃²φ'², p = φ'φ,
+        q = φ, d = φ', k = φ'²φ, v = z̃φ', g = z̃φ'²                                       (BW3)
 
-    (z = z̃ + b, z̃ ~ N(0, K − σ_b²), b ~ N(μ_b, σ_b²)). (BW1)–(BW3) are exact; the top is
-    G_L = n_L(K + E(b − y)²) (up to the loss's factor), F_L = n_L(2s² + sE(b − y)²) + n_L²s²
-    and m_L = n_L s with s = K − σ_b², S_L = n_L(μ_b − E y). The one approximation: each
-    expectation in (BW2) is a smooth function Φ of the averages X̄, and
-    E Φ(X̄) = Φ(μ) + (1/2n) tr(∇²Φ(μ) Σ) + O(n⁻²), μ and Σ the mean and covariance of one
-    unit's X. The Hessian term is computed by second differences along the eigenvectors of Σ.
-    The terms c̄/(nū²)F' and (ē/ū)²F' carry the forward–backward correlation that gradient
-    independence drops (with a square readout F ~ n², so they are O(1), not O(1/n)); the
-    rest of the 1/n terms come from the fluctuation of K' and its correlation with ā, c̄,
-    ē, t̄. At n = ∞ (BW2) is the Gaussian-assumption recursion. Given x, K_l is the forward
-    kernel, whose 1/n mean shift δK and variance V are those of
-    :func:`~deltastats.theory.forward_corrections`, so E[‖δ⁽ˡ⁾‖² | x] =
-    G_l(K̄ + δK) + ½ G_l''(K̄) V + O(n⁻²); the input law is integrated by its rule. The
-    one-sample weight gradient ∂L/∂W⁽ˡ⁾ = δ⁽ˡ⁾h⁽ˡ⁻¹⁾ᵀ has ‖·‖²_F = ‖δ⁽ˡ⁾‖²‖h⁽ˡ⁻¹⁾‖² with
-    ‖h⁽ˡ⁻¹⁾‖² = n_{l−1}(K_l − σ_b²)/σ², a function of K_l, so its mean is E H(K_l) with
-    H(K) = G_l(K) n_{l−1}(K − σ_b²)/σ², expanded the same way.
+    (φ = φ(z), z = z̃ + μh̄ + b, z̃ ~ N(0, G − σ_b²)). The top is closed form (δ⁽ᴸ⁾ = c(z − y)
+    with independent units). (BW1)–(BW3) are exact; the one approximation: each expectation
+    in (BW2) is a smooth Φ of X̄, and E Φ(X̄) = Φ(μ_X) + (1/2n) tr(∇²Φ Σ_X) + O(n⁻²), computed
+    by second differences along the eigenvectors of Σ_X. The terms in T' and C' carry the
+    forward–backward correlation that gradient independence drops (with a square readout T'
+    ~ n², so they are O(1)); the other 1/n terms come from the fluctuation of θ' and its
+    correlation with the layer's averages. At n = ∞ with μ = 0, (BW2) is the Gaussian-
+    assumption recursion (B3). Given x, θ_l is the forward kernel, whose 1/n mean shift δθ
+    and covariance C are those of :func:`~deltastats.theory.forward_corrections`, so
+    E[F_l(θ_l) | x] = F_l(θ̄ + δθ) + ½ tr(∇²F_l(θ̄) C) + O(n⁻²); the input law is integrated
+    by its rule. The one-sample weight gradient has ‖δ⁽ˡ⁾h⁽ˡ⁻¹⁾ᵀ‖² = ‖δ⁽ˡ⁾‖²‖h⁽ˡ⁻¹⁾‖² with
+    ‖h⁽ˡ⁻¹⁾‖² = n_{l−1}(G_l − σ_b²)/σ², a function of θ_l, expanded the same way.
 
-    Each G_l, F_l, m_l is represented by its Chebyshev interpolant on the range of K_l that
-    occurs (±6 standard deviations of the kernel around every input's mean field).
+    Each F_l is represented by its Chebyshev interpolant on the box of θ_l that occurs (every
+    input node's kernel and the image of the box below, with margins).
 
     Parameters
     ----------
@@ -212,7 +311,8 @@ def backward_corrections(
     Raises
     ------
     TheoryNotCovered
-        Outside the setting above (:func:`backward_covered` says why).
+        Outside the setting above (:func:`backward_covered` says why), or when the kernel
+        overflows.
 
     References
     ----------
@@ -229,120 +329,104 @@ def backward_corrections(
     phi, _ = _check_net(net)
     lossf = get_loss(loss) if not isinstance(loss, Loss) else loss
     factor = 2.0 if lossf.name == "sum_squares" else 1.0
-    n = net.widths
-    L = net.depth
+    n, L = net.widths, net.depth
     sw2 = np.array(net.layer_sigma_w, float) ** 2
     sb2 = np.array(net.layer_sigma_b, float) ** 2
+    mw = np.array(net.layer_mu_w, float)
     mb = np.array(net.layer_mu_b, float)
-    if targets is None:
-        ey, ey2 = 0.0, 0.0
-    else:
-        ey, ey2 = (float(v) for v in targets.moments(n[-1]))  # E y, E y² per unit
+    ey, ey2 = (0.0, 0.0) if targets is None else map(float, targets.moments(n[-1]))
+    vary = max(ey2 - ey * ey, 0.0)
 
     rule = input_rule(net, inputs, degree)
     wts = rule.weights
     m1, v1 = first_layer(net, rule)
-    _, G, _, dG, C = _corrections_at_nodes(net, phi, m1, v1)  # G, dG: (K, L); C: (K, L, 2, 2)
-    V = C[:, :, 1, 1]
-    if not np.all(np.isfinite(G)) or not np.all(np.isfinite(dG)):
+    Mn, G, dM, dG, C = _corrections_at_nodes(net, phi, m1, v1)  # (K, L); C: (K, L, 2, 2)
+    if not all(np.all(np.isfinite(a)) for a in (Mn, G, dM, dG)):
         raise TheoryNotCovered("the kernel overflows: the 1/n terms are not defined")
 
-    # K ranges per layer. G_l is needed at every input node's K_l (and its 1/n shift), and
-    # (BW2) needs G_{l+1} on the image of layer l's range under K ↦ σ²E φ² + σ_b² (plus the
-    # small steps of the second differences). So the range of layer 1 holds every input
-    # node of non-negligible weight, each next range the image of the one below, each with a
-    # margin of 5 % and half a standard deviation of the kernel's fluctuation; nodes of
-    # weight < 1e-12 are clipped to the range. Narrow ranges keep the interpolants accurate.
-    keep = wts >= _NEGLIGIBLE * wts.max()
-    ranges = []
-    for l in range(1, L + 1):
-        Kl = G[keep, l - 1]
-        lo, hi = (
-            np.min(Kl + np.minimum(dG[keep, l - 1], 0)),
-            np.max(Kl + np.maximum(dG[keep, l - 1], 0)),
-        )
-        if ranges:
-            below = np.linspace(*ranges[-1], 17)
-            u = np.array([_unit_moments(phi, K, sb2[l - 2], mb[l - 2])[0][_U] for K in below])
-            image = sw2[l - 1] * u + sb2[l - 1]
-            lo, hi = min(lo, image.min()), max(hi, image.max())
-        pad = 0.05 * hi + 0.5 * np.sqrt(np.max(np.maximum(V[keep, l - 1], 0.0)))
-        ranges.append((max(lo - pad, sb2[l - 1] + 1e-12 * hi, 1e-300), hi + pad))
-
-    b_y = sb2[-1] + mb[-1] ** 2 - 2 * mb[-1] * ey + ey2  # E(b⁽ᴸ⁾ − y)² per output unit
-
-    def top(K):
-        # δ⁽ᴸ⁾ = c(z̃ + b − y), c the loss's factor: G_L, F_L, m_L, S_L of (BW2).
-        s, nl = K - sb2[-1], n[-1]
-        return np.array(
-            np.broadcast_arrays(
-                factor**2 * nl * (s + b_y),
-                factor**2 * (nl * (2 * s * s + s * b_y) + nl * nl * s * s),
-                factor * nl * s,
-                factor * nl * (mb[-1] - ey) + 0 * K,
-            )
-        )
-
-    def recursion(N: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        sq, mean, grad = np.empty(L), np.empty(L), np.empty(L)
-        fns = None
-        for l in range(L, 0, -1):
-            lo, hi = ranges[l - 1]
-            Ks = 0.5 * (hi + lo) + 0.5 * (hi - lo) * _chebyshev_nodes(N)
-            if l == L:
-                table = top(Ks)
-            else:
-                G_up, F_up, m_up, _ = fns  # layer l + 1, whose weights have fan-in n_l
-                table = np.empty((4, N))
-                for i, K in enumerate(Ks):
-                    mu, cov = _unit_moments(phi, float(K), sb2[l - 1], mb[l - 1])
-                    table[:, i] = _layer_expect(mu, cov, n[l], sw2[l], sb2[l], G_up, F_up, m_up)
-            fns = [_Fn(lo, hi, table[i]) for i in range(4)]
-            G_fn, _, _, S_fn = fns
-            # Per input: E[G_l(K_l) | x] = G_l(K̄ + δK) + ½ G_l''(K̄) V (exact to O(1/n)).
-            Kbar = np.clip(G[:, l - 1], lo, hi)
-            Km = np.clip(G[:, l - 1] + dG[:, l - 1], lo, hi)
-            Vl = V[:, l - 1]
-            sq[l - 1] = wts @ (G_fn(Km) + 0.5 * G_fn.d2(Kbar) * Vl) / n[l]
-            mean[l - 1] = wts @ (S_fn(Km) + 0.5 * S_fn.d2(Kbar) * Vl) / n[l]
-            # One sample: ‖∂L/∂W⁽ˡ⁾‖² = ‖δ⁽ˡ⁾‖²‖h⁽ˡ⁻¹⁾‖², and ‖h⁽ˡ⁻¹⁾‖² = n_{l−1}(K_l − σ_b²)/σ²
-            # is a function of K_l: E = E H(K_l), H(K) = G_l(K)·n_{l−1}(K − σ_b²)/σ².
-            c = n[l - 1] / sw2[l - 1]
-            H = G_fn(Km) * (Km - sb2[l - 1]) * c
-            H2 = (G_fn.d2(Kbar) * (Kbar - sb2[l - 1]) + 2 * G_fn.d1(Kbar)) * c
-            grad[l - 1] = wts @ (H + 0.5 * H2 * Vl)
-        return sq, mean, grad
-
-    # Past overflow (e.g. a deep exploding network) the values are inf/nan: no 1/n terms there.
+    boxes = _boxes(phi, net, wts, Mn, G, dM, dG, C, sw2, sb2, mw, mb)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        sq, mean, grad = recursion(_CHEB)
+        sq, mean, grad = np.empty(L), np.empty(L), np.empty(L)
+        fn = None
+        for l in range(L, 0, -1):
+            (lo_m, hi_m), (lo_g, hi_g) = boxes[l - 1]
+            nm = 1 if lo_m == hi_m else _CHEB_M
+            gm = 0.5 * (hi_m + lo_m) + 0.5 * (hi_m - lo_m) * _chebyshev_nodes(nm)
+            gg = 0.5 * (hi_g + lo_g) + 0.5 * (hi_g - lo_g) * _chebyshev_nodes(_CHEB_G)
+            Mg, Gg = (a.ravel() for a in np.meshgrid(gm, gg, indexing="ij"))
+            if l == L:
+                table = _top(Mg, Gg, n[-1], sb2[-1], ey, vary, factor)
+            else:
+                mean_x, cov_x = _unit_moments(phi, Mg, Gg, sb2[l - 1])
+                table = _layer_expect(mean_x, cov_x, fn, n[l], sw2[l], mw[l], sb2[l], mb[l])
+            fn = _Fn(boxes[l - 1], table.reshape(6, nm, _CHEB_G))
+            # Per input: E[F(θ_l) | x] = F(θ̄ + δθ) + ½ tr(∇²F(θ̄) C) (exact to O(1/n)).
+            Mb, Gb = Mn[:, l - 1], G[:, l - 1]
+            Mm, Gm = Mb + dM[:, l - 1], Gb + dG[:, l - 1]
+            Cl = C[:, l - 1]
+
+            def expect(f, Mb=Mb, Gb=Gb, Mm=Mm, Gm=Gm, Cl=Cl):
+                hess = (
+                    f(Mb, Gb, 2, 0) * Cl[:, 0, 0]
+                    + 2 * f(Mb, Gb, 1, 1) * Cl[:, 0, 1]
+                    + f(Mb, Gb, 0, 2) * Cl[:, 1, 1]
+                )
+                return wts @ (f(Mm, Gm) + 0.5 * hess).T
+
+            F = expect(fn)
+            sq[l - 1], mean[l - 1] = F[_N] / n[l], F[_S] / n[l]
+            # ‖h⁽ˡ⁻¹⁾‖² = n_{l−1}(G − σ_b²)/σ²: H(θ) = E[‖δ‖² | θ]·n_{l−1}(G − σ_b²)/σ².
+            cst = n[l - 1] / sw2[l - 1]
+
+            def H(M, G_, dm=0, dg=0, f=fn, b=sb2[l - 1], cst=cst):
+                g = G_ - b
+                val = f(M, G_, dm, dg)[_N] * g
+                if dg:
+                    val = val + dg * f(M, G_, dm, dg - 1)[_N]
+                return (cst * val)[None]
+
+            grad[l - 1] = expect(H)[0]
     return BackwardCorrections(delta_sq=sq, delta_mean=mean, grad_w_sq=grad)
 
 
-def _layer_expect(mu, cov, n, s2, b2, Gp, Fp, mp):
-    """(G_l, F_l, m_l, S_l) at one K: E Φ(X̄) for the four Φ of (BW2)."""
-
-    def phis(x):
-        u, a, c, e, t, p = x
-        Kp = s2 * u + b2
-        g, f, m = Gp(Kp), Fp(Kp), mp(Kp)
-        return np.array(
-            [
-                s2 * a * g - (s2 / n) * (c / u) * g + (c / (n * u * u)) * f,
-                s2 * (t - e * e / u) * g + (e / u) ** 2 * f,
-                (e / u) * m,
-                (p / u) * m,
-            ]
-        )
-
-    base = phis(mu)
-    # ½ tr(∇²Φ Σ)/n by second differences along the eigenvectors of Σ (scaled to ε·√λ/√n).
-    lam, vec = np.linalg.eigh(cov)
-    corr = np.zeros(4)
-    eps = 0.05
-    for j in range(6):
-        if lam[j] <= 1e-14 * max(lam.max(), 1e-300):
-            continue
-        step = eps * np.sqrt(lam[j] / n) * vec[:, j]
-        corr += (phis(mu + step) - 2 * base + phis(mu - step)) / (2 * eps * eps)
-    return base + corr
+def _boxes(phi, net, wts, Mn, G, dM, dG, C, sw2, sb2, mw, mb):
+    """The box of θ_l = (M, G) per layer: every input node of non-negligible weight (with its
+    1/n shift) and the image of the box below under θ ↦ (μ E φ + μ_b, σ² E φ² + σ_b²), with
+    margins of 5 % and half a standard deviation of the kernel's fluctuation (the second
+    differences of (BW2) step a twentieth of one). M is fixed (a box of width 0) in a layer
+    whose μ_w is 0. Narrow boxes keep the interpolants accurate; nodes of weight < 1e-12 are
+    clipped into the box."""
+    keep = wts >= _NEGLIGIBLE * wts.max()
+    boxes = []
+    for l in range(1, net.depth + 1):
+        box = []
+        for j, (c, d) in enumerate(((Mn, dM), (G, dG))):
+            v = c[keep, l - 1]
+            s = d[keep, l - 1]
+            lo, hi = np.min(v + np.minimum(s, 0)), np.max(v + np.maximum(s, 0))
+            if boxes:
+                (pm, qm), (pg, qg) = boxes[-1]
+                gm = np.linspace(pm, qm, 5 if qm > pm else 1)
+                gg = np.linspace(pg, qg, 9)
+                Mg, Gg = (a.ravel() for a in np.meshgrid(gm, gg, indexing="ij"))
+                mean, _ = _unit_moments(phi, Mg, Gg, sb2[l - 2])
+                image = (
+                    mw[l - 1] * mean[:, _Q] + mb[l - 1]
+                    if j == 0
+                    else sw2[l - 1] * mean[:, _U] + sb2[l - 1]
+                )
+                lo, hi = min(lo, image.min()), max(hi, image.max())
+            sd = np.sqrt(np.max(np.maximum(C[keep, l - 1, j, j], 0.0)))
+            if j == 0 and mw[l - 1] == 0:
+                box.append((float(mb[l - 1]), float(mb[l - 1])))
+                continue
+            scale = (
+                max(abs(hi), abs(lo)) if j == 1 else max(hi - lo, np.sqrt(np.max(G[keep, l - 1])))
+            )
+            pad = 0.05 * scale + 0.5 * sd
+            lo, hi = lo - pad, hi + pad
+            if j == 1:
+                lo = max(lo, sb2[l - 1] + 1e-12 * hi, 1e-300)
+            box.append((float(lo), float(hi)))
+        boxes.append(tuple(box))
+    return boxes

@@ -134,12 +134,12 @@ def predict(
         E δ² (and, for B = 1 and λ = 0, ``grad_w_sq``) exactly at any width for ReLU without
         bias, μ_w = 0, zero targets, a linear output and Gaussian weights
         (:func:`~deltastats.theory.finite_width.relu_delta_sq`, ``relu_grad_w_sq``).
-        Elsewhere with μ_w = 0, Gaussian weights, a linear output and targets independent
-        of the network: E δ, E δ², Var δ, E‖δ‖² and (B = 1, λ = 0) ``grad_w_sq`` to first
-        order in 1/n from the exact projection recursion of
-        :func:`~deltastats.theory.backward_width.backward_corrections`. With μ_w ≠ 0 (the
-        mean of W couples the units) the backward 1/n terms are not derived: no
-        finite-width δ rows there, and those rows carry no verdict.
+        Elsewhere with Gaussian weights (any μ_w), a linear output, a squared-error loss and
+        targets independent of the network: E δ, E δ², Var δ, E‖δ‖² and (B = 1, λ = 0)
+        ``grad_w_sq`` to first order in 1/n from the exact projection recursion of
+        :func:`~deltastats.theory.backward_width.backward_corrections`. Outside that (uniform
+        or orthogonal weights, another output activation) the backward 1/n terms are not
+        derived: no finite-width δ rows there, and those rows carry no verdict.
 
     Raises
     ------
