@@ -192,3 +192,16 @@ def test_paired_sweep_shares_random_streams_so_the_half_is_exactly_a_factor_four
     np.testing.assert_allclose(sq["sum_squares"] / sq["mse"], 4.0, rtol=1e-12)
     with pytest.raises(ValueError, match="paired"):
         load_sweep({**cfg, "paired": "yes"})
+
+
+def test_square_readout_output_width_is_the_width():
+    """``output_width = "width"`` keeps n_L = n across a grid over width (a Parquet column of
+    mixed values 1 and "width" is stored as text)."""
+    from deltastats.workflow.config import Experiment
+
+    assert Experiment(width=8, depth=3, output_width="width").layer_widths() == (8, 8, 8, 8)
+    assert Experiment(width=8, depth=3).layer_widths()[-1] == 1
+    with pytest.raises(ValueError, match='output_width must be a positive int or "width"'):
+        Experiment(output_width="square")
+    with pytest.raises(ValueError, match="output_width"):
+        Experiment(output_width=0)

@@ -392,6 +392,9 @@ def test_not_covered_settings_say_what_to_do():
     bm = T.not_covered(net, batch=8)
     assert set(bm) == {"grad_w_sq"} and "compare B = 1" in bm["grad_w_sq"]
     assert T.not_covered(net) == {}
+    relu = ds.MLP((4, 8, 3), activation="relu")
+    assert "n_L = 3 > 1" in T.not_covered(relu)["log_delta_norm_sq_var"]
+    assert T.not_covered(ds.MLP((4, 8, 1), activation="relu")) == {}
     with pytest.raises(ValueError, match="^batch must be"):
         T.predict(net, batch=0)
     with pytest.raises(ValueError, match="^weight_decay must be"):

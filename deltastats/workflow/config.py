@@ -56,6 +56,8 @@ class Experiment:
         Used for the results folder ``results/<name>/``.
     width, depth, input_width, output_width : int
         Widths ``(input_width, width × (depth−1), output_width)`` unless ``widths`` is given.
+        ``output_width = "width"`` is a square readout, n_L = width (so a grid over width
+        can keep n_L = n: ``output_width = [1, "width"]``).
     widths : tuple of int or None
         Explicit ``(n_0, …, n_L)``; overrides width/depth/input_width/output_width.
     activation, output_activation : str
@@ -91,7 +93,7 @@ class Experiment:
     width: int = 128
     depth: int = 10
     input_width: int | None = None
-    output_width: int = 1
+    output_width: int | str = 1
     widths: tuple[int, ...] | None = None
     activation: str = "tanh"
     output_activation: str = "linear"
@@ -115,7 +117,14 @@ class Experiment:
 
     def __post_init__(self) -> None:
         check_folder_name("name", self.name)
+        if isinstance(self.output_width, str) and self.output_width != "width":
+            raise ValueError(
+                f'output_width must be a positive int or "width" (n_L = width), '
+                f"got {self.output_width!r}"
+            )
         for key in ("width", "depth", "output_width", "n_networks", "batch", "chunk"):
+            if key == "output_width" and self.output_width == "width":
+                continue
             _positive_int(key, getattr(self, key))
         if self.input_width is not None:
             _positive_int("input_width", self.input_width)
@@ -229,7 +238,8 @@ class Experiment:
         if self.widths is not None:
             return tuple(self.widths)
         n0 = self.width if self.input_width is None else self.input_width
-        return (n0,) + (self.width,) * (self.depth - 1) + (self.output_width,)
+        n_out = self.width if self.output_width == "width" else self.output_width
+        return (n0,) + (self.width,) * (self.depth - 1) + (n_out,)
 
     def net(self) -> MLP:
         """The :class:`~deltastats.MLP` spec."""

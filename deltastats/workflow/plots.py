@@ -304,7 +304,7 @@ def plot_vs_parameter(
             ax.plot(g[x], g[theory], "--", color=color, lw=1.1)
     ax.axhline(0, color="0.7", lw=0.6, zorder=0)
     ax.set_xlabel(xlabel or x)
-    ax.set_ylabel(ylabel or STAT_LABELS.get(y, y))
+    ax.set_ylabel(STAT_LABELS.get(y, y) if ylabel is None else ylabel)
     if hue is not None or theory is not None:
         handles, labels = ax.get_legend_handles_labels()
         if theory is not None:

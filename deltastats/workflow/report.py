@@ -179,7 +179,13 @@ def _figures(table: pd.DataFrame, params: list[str], meta: dict, folder: Path) -
     others = [p for p in varying if p != "width"]  # one line per value of these
     if "width" in params and pooled["width"].nunique() > 2 and "rel_error" in pooled:
         rows = pooled[(pooled["statistic"] == "delta_sq") & (pooled["layer"] == 1)]
-        rows = _with_setting(rows, others).dropna(subset=["prediction"])
+        # One panel per activation when several are swept (their gaps differ by orders of
+        # magnitude), one line per setting of the other parameters.
+        panel = "activation" if "activation" in others else None
+        rest = [p for p in others if p != panel]
+        if panel is not None:  # a parameter set per activation (σ_w²) names no line
+            rest = [p for p in rest if rows.groupby(panel)[p].nunique().max() > 1]
+        rows = _with_setting(rows, rest).dropna(subset=["prediction"])
         if not rows.empty and rows["setting"].nunique() <= 10:
             # Measured gap to the infinite-width prediction; the finite-width theory's own gap
             # (its 1/n term) dashed where it is derived: the slopes are the 1/n coefficients.
@@ -192,18 +198,7 @@ def _figures(table: pd.DataFrame, params: list[str], meta: dict, folder: Path) -
                 err=rows["std_error"] / inf.abs(),
                 theory_gap=(rows["prediction"] / inf - 1).where(rows["prediction"] != inf),
             )
-            ax = plots.plot_vs_parameter(
-                rows,
-                x="inv_width",
-                y="gap",
-                hue="setting" if rows["setting"].nunique() > 1 else None,
-                yerr="err",
-                theory="theory_gap" if rows["theory_gap"].notna().any() else None,
-                xlabel="1 / width",
-                ylabel="E[δ²] at layer 1: Monte Carlo / infinite-width theory − 1",
-            )
-            ax.set_title("finite-width gap against 1/width (layer 1)")
-            figs += plots.save(ax, folder / "fig_finite_width")[:1]
+            figs += _finite_width_figure(rows, panel, folder)
     samples_path = folder / "samples.parquet"
     if samples_path.exists():
         samples = pd.read_parquet(samples_path)
@@ -247,6 +242,45 @@ def _figures(table: pd.DataFrame, params: list[str], meta: dict, folder: Path) -
         ax.set_title("Var log‖δ⁽ˡ⁾‖² against β (hidden layers)")
         figs += plots.save(ax, folder / "fig_log_norm_variance")[:1]
     return figs
+
+
+def _finite_width_figure(rows: pd.DataFrame, panel: str | None, folder: Path) -> list[Path]:
+    """Relative gap of E[δ⁽¹⁾²] to infinite-width theory against 1/width, one panel per
+    value of ``panel`` (or one panel), Monte Carlo with error bars, derived 1/n theory dashed."""
+    import matplotlib.pyplot as plt
+
+    values = [None] if panel is None else sorted(rows[panel].unique())
+    cols = min(len(values), 4)
+    nrows = -(-len(values) // cols)
+    fig, axes = plt.subplots(
+        nrows,
+        cols,
+        figsize=(4.2 * cols + 2.6, 3.4 * nrows + 0.4),
+        layout="constrained",
+        squeeze=False,
+    )
+    for ax in axes.ravel()[len(values) :]:
+        ax.set_visible(False)
+    hue = "setting" if rows["setting"].nunique() > 1 else None
+    for i, (ax, value) in enumerate(zip(axes.ravel(), values)):
+        sub = rows if panel is None else rows[rows[panel] == value]
+        plots.plot_vs_parameter(
+            sub,
+            x="inv_width",
+            y="gap",
+            hue=hue,
+            yerr="err",
+            theory="theory_gap" if sub["theory_gap"].notna().any() else None,
+            xlabel="1 / width",
+            ylabel="E[δ⁽¹⁾²]: MC / infinite-width − 1" if i % cols == 0 else "",
+            ax=ax,
+        )
+        if value is not None:
+            ax.set_title(f"{panel} = {value}", fontsize="small")
+        if i != len(values) - 1 and ax.get_legend() is not None:
+            ax.get_legend().remove()
+    fig.suptitle("finite-width gap of E[δ²] at layer 1 against 1/width", fontsize="medium")
+    return plots.save(axes.ravel()[0], folder / "fig_finite_width")[:1]
 
 
 def _facets(pooled: pd.DataFrame, stat: str, varying: list[str]):

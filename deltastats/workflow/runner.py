@@ -104,7 +104,11 @@ def analyse(
     except theory.TheoryNotCovered as err:
         table["assumption"] = f"no theory: {err}"
         return table
-    pred = pred[~pred["statistic"].isin(list(skipped))]
+    # Rows theory does not cover well enough are shown with their prediction and the reason,
+    # without a verdict.
+    uncovered = pred["statistic"].isin(list(skipped))
+    pred.loc[uncovered, "testable"] = False
+    pred.loc[uncovered, "note"] = pred.loc[uncovered, "statistic"].map(skipped)
     comp = compare(est, pred, alpha=alpha, correction=correction)
     extra = ["prediction", "assumption", "prediction_infinite_width", "note"]
     extra += ["rel_error", "z_score", "p_value", "p_adjusted"]

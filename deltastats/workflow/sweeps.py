@@ -151,6 +151,16 @@ class Sweep:
         return _digest(self.experiments[i].to_dict())[:16]
 
 
+def _uniform_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """A parameter swept over values of mixed types (``output_width = [1, "width"]``) is one
+    column of their text, so the table stays one Parquet file (Parquet columns have a type)."""
+    for col in table.select_dtypes(include="object").columns:
+        kinds = {type(v) for v in table[col].dropna()}
+        if len(kinds) > 1:
+            table[col] = table[col].map(lambda v: v if v is None else str(v))
+    return table
+
+
 def _digest(d: dict) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -660,7 +670,7 @@ def _run_locked(
             record = _load_json(err) or {}
             failed[pid] = str(record.get("error", "failed (unreadable error record)"))
     tables = [pd.read_parquet(points_dir / f"{pid}.parquet") for pid in ids if pid in trusted]
-    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    table = _uniform_columns(pd.concat(tables, ignore_index=True)) if tables else pd.DataFrame()
     if not table.empty:
         _write_parquet_atomic(table, folder / "results.parquet")
     else:
