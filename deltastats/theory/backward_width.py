@@ -420,13 +420,12 @@ def _boxes(phi, net, wts, Mn, G, dM, dG, C, sw2, sb2, mw, mb):
             if j == 0 and mw[l - 1] == 0:
                 box.append((float(mb[l - 1]), float(mb[l - 1])))
                 continue
-            scale = (
-                max(abs(hi), abs(lo)) if j == 1 else max(hi - lo, np.sqrt(np.max(G[keep, l - 1])))
-            )
-            pad = 0.05 * scale + 0.5 * sd
-            lo, hi = lo - pad, hi + pad
-            if j == 1:
-                lo = max(lo, sb2[l - 1] + 1e-12 * hi, 1e-300)
+            if j == 1:  # G > σ_b² ≥ 0: margins relative to each end
+                lo = max(lo - 0.05 * lo - 0.5 * sd, sb2[l - 1] + 1e-12 * hi, 1e-300)
+                hi = hi + 0.05 * hi + 0.5 * sd
+            else:
+                pad = 0.05 * max(hi - lo, np.sqrt(np.max(G[keep, l - 1]))) + 0.5 * sd
+                lo, hi = lo - pad, hi + pad
             box.append((float(lo), float(hi)))
         boxes.append(tuple(box))
     return boxes
