@@ -205,3 +205,22 @@ def test_square_readout_output_width_is_the_width():
         Experiment(output_width="square")
     with pytest.raises(ValueError, match="output_width"):
         Experiment(output_width=0)
+
+
+def test_a_sweep_is_one_multiple_testing_family():
+    """p = 2·10⁻⁴ disagrees alone at α = 0.01 but agrees among 100 judged rows (Holm: ×100);
+    rows without a verdict are neither adjusted nor counted."""
+    from statsmodels.stats.multitest import multipletests
+
+    from deltastats.workflow.compare import family_verdicts
+
+    p = np.r_[2e-4, np.full(99, 0.5), np.nan]
+    verdict = ["disagrees"] + ["agrees"] * 99 + ["no verdict"]
+    t = pd.DataFrame({"p_value": p, "p_adjusted": p, "verdict": verdict})
+    out = family_verdicts(t, alpha=0.01, correction="holm")
+    np.testing.assert_allclose(out["p_adjusted"][:100], multipletests(p[:100], method="holm")[1])
+    assert out["verdict"].tolist() == ["agrees"] * 100 + ["no verdict"]
+    alone = family_verdicts(t.iloc[[0, 100]], alpha=0.01)
+    assert alone["verdict"].tolist() == ["disagrees", "no verdict"]
+    with pytest.raises(ValueError, match="unknown correction"):
+        family_verdicts(t, correction="nope")

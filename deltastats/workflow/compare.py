@@ -193,6 +193,46 @@ def compare(
     return df[extra + COLUMNS + rest]
 
 
+def family_verdicts(table: pd.DataFrame, *, alpha: float = 0.01, correction: str = "holm"):
+    """Verdicts with one multiple-testing family: every judged row of ``table``.
+
+    A sweep's report makes one claim per row over all its points, so the p-values of every
+    row with a verdict (``agrees``/``disagrees``) are adjusted together; with a family per
+    point, a sweep of P points at level α would show about P·α false ``disagrees`` if every
+    prediction held. Rows without a verdict are left as they are.
+
+    Parameters
+    ----------
+    table : DataFrame
+        Rows of :func:`compare` (columns ``p_value``, ``verdict``), e.g. a sweep's table.
+    alpha : float
+        Family-wise level.
+    correction : str
+        A :data:`CORRECTIONS` method.
+
+    Returns
+    -------
+    DataFrame
+        ``table`` with ``p_adjusted`` and ``verdict`` recomputed over the family.
+    """
+    if correction not in CORRECTIONS:
+        raise ValueError(
+            f"unknown correction {correction!r}; valid methods are: {', '.join(CORRECTIONS)}"
+        )
+    if "p_value" not in table or "verdict" not in table:
+        return table
+    judged = table["verdict"].isin(["agrees", "disagrees"]) & table["p_value"].notna()
+    if not judged.any():
+        return table
+    table = table.copy()
+    adj = multipletests(
+        table.loc[judged, "p_value"].to_numpy(float), alpha=alpha, method=correction
+    )
+    table.loc[judged, "p_adjusted"] = adj[1]
+    table.loc[judged, "verdict"] = np.where(adj[1] > alpha, "agrees", "disagrees")
+    return table
+
+
 def summarize(table: pd.DataFrame) -> str:
     """One-paragraph plain-language summary of a :func:`compare` table."""
     verdicts = table["verdict"].astype(str)

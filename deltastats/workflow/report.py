@@ -555,10 +555,14 @@ def _layout(name, cfg, meta, table, params, comp, body, figs, summary, analysis)
             "test of the pipeline, not a result; run without --quick for the numbers."
         )
         page.add("", text, f'<div class="banner">{html.escape(text.replace("**", ""))}</div>')
+    # The family is every judged row of the results table (a sweep adjusts all its points
+    # together, see compare.family_verdicts).
+    judged = int(table["verdict"].isin(["agrees", "disagrees"]).sum()) if "verdict" in table else 0
+    family = f"all {judged} judged rows" + (" of the sweep" if meta.get("kind") == "sweep" else "")
     verdicts = (
         "Verdicts test H₀: E = prediction with the t law of the between-network standard error; "
         f"p-values {_CORRECTION_NAMES.get(analysis['correction'], analysis['correction'])}"
-        f"-adjusted across the rows of each point (level {analysis['alpha']:g}); intervals: "
+        f"-adjusted across {family} (level {analysis['alpha']:g}); intervals: "
         f"{analysis['method']} at {analysis['confidence']:.0%}."
     )
     page.add("Summary", f"{summary}\n\n{verdicts}")

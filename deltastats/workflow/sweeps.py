@@ -571,6 +571,7 @@ def _run_locked(
     scheduler,
     tqdm,
 ) -> SweepResult:
+    from .compare import family_verdicts
     from .runner import Analyse, analyse, analysis_settings
 
     clean_temporaries(folder, _FOLDER_FILES)
@@ -671,6 +672,12 @@ def _run_locked(
             failed[pid] = str(record.get("error", "failed (unreadable error record)"))
     tables = [pd.read_parquet(points_dir / f"{pid}.parquet") for pid in ids if pid in trusted]
     table = _uniform_columns(pd.concat(tables, ignore_index=True)) if tables else pd.DataFrame()
+    settings = (
+        analysis_settings() if fn is analyse else fn.settings() if isinstance(fn, Analyse) else None
+    )
+    if settings is not None and not table.empty:
+        # One multiple-testing family for the whole sweep (compare's family is one point).
+        table = family_verdicts(table, alpha=settings["alpha"], correction=settings["correction"])
     if not table.empty:
         _write_parquet_atomic(table, folder / "results.parquet")
     else:
@@ -707,13 +714,7 @@ def _run_locked(
             workers=workers if scheduler is None and todo else None,
             threads_per_worker=blas if todo else None,
             quick=quick,
-            analysis=(
-                analysis_settings()
-                if fn is analyse
-                else fn.settings()
-                if isinstance(fn, Analyse)
-                else None
-            ),
+            analysis=settings,
             started=started,
             finished=now(),
             failed=failed,
