@@ -254,10 +254,16 @@ def summarize(table: pd.DataFrame) -> str:
         if empirical:
             text += f" {empirical} rows carry an empirical fit and get no verdict."
         if unjudged > empirical:
-            text += (
-                f" {unjudged - empirical} rows are infinite-width theory whose finite-width (1/n) "
-                "term is not derived: shown beside Monte Carlo, without a verdict."
+            # Group the rest by the reason theory gives (the note), statistics named.
+            rest = table[(verdicts == "no verdict") & ~table["assumption"].isin(NO_VERDICT)]
+            notes = (
+                rest["note"].fillna("").astype(str) if "note" in rest else pd.Series("", rest.index)
             )
+            generic = "infinite-width theory whose finite-width (1/n) term is not derived"
+            for note, g in rest.groupby(notes.where(notes != "", generic), sort=True):
+                stats_ = ", ".join(sorted(set(g["statistic"].astype(str))))
+                reason = generic if note.startswith("infinite-width theory") else note
+                text += f" {len(g)} rows ({stats_}) have no verdict: {reason}."
     if undefined:
         text += (
             f" {undefined} rows are undefined (estimate or prediction not finite, e.g. dead ReLU"

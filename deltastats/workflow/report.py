@@ -176,29 +176,9 @@ def _figures(table: pd.DataFrame, params: list[str], meta: dict, folder: Path) -
             ax = plots.plot_phase_diagram(g, critical=_critical_line(act, g))
             ax.set_title(f"order to chaos ({act}): growth of E[δ²] per layer")
             figs += plots.save(ax, folder / stem)[:1]
-    others = [p for p in varying if p != "width"]  # one line per value of these
-    if "width" in params and pooled["width"].nunique() > 2 and "rel_error" in pooled:
-        rows = pooled[(pooled["statistic"] == "delta_sq") & (pooled["layer"] == 1)]
-        # One panel per activation when several are swept (their gaps differ by orders of
-        # magnitude), one line per setting of the other parameters.
-        panel = "activation" if "activation" in others else None
-        rest = [p for p in others if p != panel]
-        if panel is not None:  # a parameter set per activation (σ_w²) names no line
-            rest = [p for p in rest if rows.groupby(panel)[p].nunique().max() > 1]
-        rows = _with_setting(rows, rest).dropna(subset=["prediction"])
-        if not rows.empty and rows["setting"].nunique() <= 10:
-            # Measured gap to the infinite-width prediction; the finite-width theory's own gap
-            # (its 1/n term) dashed where it is derived: the slopes are the 1/n coefficients.
-            inf = rows["prediction"]
-            if "prediction_infinite_width" in rows:
-                inf = rows["prediction_infinite_width"].fillna(rows["prediction"])
-            rows = rows.assign(
-                inv_width=1.0 / rows["width"],
-                gap=rows["estimate"] / inf - 1,
-                err=rows["std_error"] / inf.abs(),
-                theory_gap=(rows["prediction"] / inf - 1).where(rows["prediction"] != inf),
-            )
-            figs += _finite_width_figure(rows, panel, folder)
+    gaps = _width_gaps(pooled, params)
+    if gaps is not None:
+        figs += _finite_width_figure(*gaps, folder)
     samples_path = folder / "samples.parquet"
     if samples_path.exists():
         samples = pd.read_parquet(samples_path)
@@ -242,6 +222,64 @@ def _figures(table: pd.DataFrame, params: list[str], meta: dict, folder: Path) -
         ax.set_title("Var log‖δ⁽ˡ⁾‖² against β (hidden layers)")
         figs += plots.save(ax, folder / "fig_log_norm_variance")[:1]
     return figs
+
+
+def _width_gaps(pooled: pd.DataFrame, params: list[str]):
+    """Rows of E[δ⁽¹⁾²] of a sweep over width with the measured gap to the infinite-width
+    prediction (``gap``, ``err``) and the finite-width theory's (``theory_gap``), against
+    ``inv_width`` = 1/width; and the parameter that makes the panels. ``None`` when width is
+    not swept over more than two values."""
+    if "width" not in params or pooled["width"].nunique() <= 2 or "rel_error" not in pooled:
+        return None
+    varying = [p for p in params if pooled[p].nunique() > 1]
+    others = [p for p in varying if p != "width"]  # one line per value of these
+    rows = pooled[(pooled["statistic"] == "delta_sq") & (pooled["layer"] == 1)]
+    # One panel per activation when several are swept (their gaps differ by orders of
+    # magnitude), one line per setting of the other parameters.
+    panel = "activation" if "activation" in others else None
+    rest = [p for p in others if p != panel]
+    if panel is not None:  # a parameter set per activation (σ_w²) names no line
+        rest = [p for p in rest if rows.groupby(panel)[p].nunique().max() > 1]
+    rows = _with_setting(rows, rest).dropna(subset=["prediction"])
+    if rows.empty or rows["setting"].nunique() > 10:
+        return None
+    inf = rows["prediction"]
+    if "prediction_infinite_width" in rows:
+        inf = rows["prediction_infinite_width"].fillna(rows["prediction"])
+    rows = rows.assign(
+        inv_width=1.0 / rows["width"],
+        gap=rows["estimate"] / inf - 1,
+        err=rows["std_error"] / inf.abs(),
+        theory_gap=(rows["prediction"] / inf - 1).where(rows["prediction"] != inf),
+    )
+    return rows, panel
+
+
+def _coefficients(rows: pd.DataFrame, panel: str | None) -> pd.DataFrame | None:
+    """The 1/n coefficient c of gap ≈ c/n per line of the 1/width figure: measured (weighted
+    least squares through the origin with weights 1/err², and its standard error) and
+    predicted (the finite-width theory's gaps, same weights)."""
+    out = []
+    keys = [k for k in (panel, "setting") if k is not None]
+    for key, g in rows.groupby(keys, sort=True):
+        g = g[np.isfinite(g["gap"]) & (g["err"] > 0)]
+        if len(g) < 2 or g["theory_gap"].isna().all():
+            continue
+        x, w = g["inv_width"].to_numpy(), 1.0 / g["err"].to_numpy() ** 2
+        sxx = float(np.sum(w * x * x))
+        measured = float(np.sum(w * x * g["gap"])) / sxx
+        predicted = float(np.nansum(w * x * g["theory_gap"].to_numpy())) / sxx
+        key = key if isinstance(key, tuple) else (key,)
+        out.append(
+            {
+                **dict(zip(keys, key)),
+                "predicted n·gap": predicted,
+                "measured n·gap": measured,
+                "± SE": 1.0 / np.sqrt(sxx),
+                "z": (measured - predicted) * np.sqrt(sxx),
+            }
+        )
+    return pd.DataFrame(out) if out else None
 
 
 def _finite_width_figure(rows: pd.DataFrame, panel: str | None, folder: Path) -> list[Path]:
@@ -596,6 +634,21 @@ def _layout(name, cfg, meta, table, params, comp, body, figs, summary, analysis)
         )
     else:
         page.add("Monte Carlo vs theory", "_no statistic has a theory prediction here_")
+    gaps = _width_gaps(table[_pooled_mask(table)], params) if params else None
+    coef = _coefficients(*gaps) if gaps is not None else None
+    if coef is not None:
+        shown = coef.rename(columns={"setting": "line"}).round(3)
+        text = (
+            "The slope of each line of the 1/width figure: c in E[δ⁽¹⁾²]/infinite-width − 1 "
+            "≈ c/n, fitted through the origin by weighted least squares (weights 1/SE²), for "
+            "the Monte Carlo and for the derived 1/n-corrected theory (not fitted: the same fit "
+            "to its own predictions)."
+        )
+        page.add(
+            "1/n coefficients of E[δ⁽¹⁾²]",
+            f"{text}\n\n{shown.to_markdown(index=False)}",
+            f"<p>{html.escape(text)}</p>{table_html(shown)}",
+        )
     rest = [p for p in figs if p not in head]
     if rest:
         page.add(
