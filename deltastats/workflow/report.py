@@ -219,7 +219,9 @@ def _figures(table: pd.DataFrame, params: list[str], meta: dict, folder: Path) -
             theory="prediction" if "prediction" in lv and lv["prediction"].notna().any() else None,
             xlabel=r"$\beta = \sum_j 1/n_j$",
         )
-        ax.set_title("Var log‖δ⁽ˡ⁾‖² against β (hidden layers)")
+        ax.set_title("Var log‖δ⁽ˡ⁾‖² against β (hidden layers)", fontsize="medium")
+        if lv_others and lv[lv_others[0]].nunique() > 3:  # room for a long legend
+            ax.figure.set_size_inches(11, 4.8)
         figs += plots.save(ax, folder / "fig_log_norm_variance")[:1]
     return figs
 
@@ -607,6 +609,7 @@ def _layout(name, cfg, meta, table, params, comp, body, figs, summary, analysis)
     assumptions = ", ".join(sorted({str(a) for a in comp.get("assumption", pd.Series()).dropna()}))
     caps = {p: caption(p.stem, analysis, assumptions) for p in figs}
     head = [p for p in figs if p.stem.startswith(("fig_phase_diagram", "fig_delta_sq"))][:1]
+    head = head or [p for p in figs if p.stem == "fig_finite_width"]
     for p in head:
         page.add("", f"![{p.stem}]({p.name})\n\n*{caps[p]}*", figure_html(p, caps[p]))
     pooled = _exact_zeros(table[_pooled_mask(table)])
@@ -650,11 +653,20 @@ def _layout(name, cfg, meta, table, params, comp, body, figs, summary, analysis)
             f"<p>{html.escape(text)}</p>{table_html(shown)}",
         )
     rest = [p for p in figs if p not in head]
-    if rest:
+    varying = [p for p in params if table[p].nunique() > 1]
+    missing = ""
+    if len(varying) > 2 and not any(p.stem == "fig_delta_sq" for p in figs):
+        missing = (
+            f"Per-layer figures (E[δ²], E[δ] per layer) are drawn for sweeps of at most two "
+            f"varying parameters; this one varies {len(varying)} ({', '.join(varying)}): every "
+            "row is in the tables and in results.parquet."
+        )
+    if rest or missing:
         page.add(
             "Figures",
-            "\n\n".join(f"![{p.stem}]({p.name})\n\n*{caps[p]}*" for p in rest),
-            "".join(figure_html(p, caps[p]) for p in rest),
+            "\n\n".join([f"![{p.stem}]({p.name})\n\n*{caps[p]}*" for p in rest] + [missing]),
+            "".join(figure_html(p, caps[p]) for p in rest)
+            + (f"<p>{html.escape(missing)}</p>" if missing else ""),
         )
     conf = config_text(cfg)
     page.add(
