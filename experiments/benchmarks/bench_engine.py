@@ -131,7 +131,7 @@ def bare_matmuls_runner(params, x) -> Callable[[], None]:
     W = params.weights
     M, B, n = x.shape
     widths = (n,) * (len(W) + 1)
-    chunk, n_threads = _engine._plan(M, B, widths, None, None)
+    chunk, n_threads = _engine.passes._plan(M, B, widths, None, None)
     tasks = [slice(m0, min(m0 + chunk, M)) for m0 in range(0, M, chunk)]
     local = __import__("threading").local()
 
