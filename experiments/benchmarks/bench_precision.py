@@ -117,6 +117,38 @@ def run_deltastats(batch: int, target: float, cap: int, seed: int) -> dict:
     }
 
 
+def run_breakdown(batch: int, n_networks: int, seed: int) -> dict:
+    """Seconds of deltastats' chunk loop by stage, the stages run one after the other (not
+    overlapped, so each is timed alone): draws (parameters, inputs, targets), engine,
+    accumulation, over ``n_networks`` networks of the default experiment."""
+    from deltastats.config import Experiment
+    from deltastats.stats.design import Design
+
+    exp = Experiment()
+    design = Design(
+        exp.net(), exp.input_law(), exp.target_law(), n_networks=n_networks, batch=batch,
+        seed=seed, chunk=exp.chunk,
+    )  # fmt: skip
+    acc = design.accumulator()
+    times = {"draws": 0.0, "engine": 0.0, "accumulation": 0.0}
+    spare = None
+    for i, start in enumerate(range(0, n_networks + 2 * exp.chunk, exp.chunk)):
+        if i == 2:  # the first two chunks warm up (compiled kernels, memory)
+            times = dict.fromkeys(times, 0.0)
+        t0 = time.perf_counter()
+        params, x, y = design.draw(start, exp.chunk, out=spare)
+        t1 = time.perf_counter()
+        trace = design.backprop(params, x, y)
+        t2 = time.perf_counter()
+        acc.update(trace, params=params, x=x)
+        t3 = time.perf_counter()
+        spare = params
+        times["draws"] += t1 - t0
+        times["engine"] += t2 - t1
+        times["accumulation"] += t3 - t2
+    return times
+
+
 def run_torch(batch: int, target: float, cap: int, seed: int, threads: int) -> dict:
     """The plain PyTorch pipeline: draw, forward, autograd backward, per-network sums."""
     import torch
@@ -233,6 +265,8 @@ def child(kind: str, args, threads: int = 1) -> dict:
         str(args.seed),
         "--threads",
         str(threads),
+        "--breakdown-networks",
+        str(args.breakdown_networks),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -240,7 +274,7 @@ def child(kind: str, args, threads: int = 1) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def render(runs: dict, args, costs: dict, elapsed: float) -> str:
+def render(runs: dict, args, costs: dict, elapsed: float, breakdown: dict) -> str:
     numeric = ("seconds", "networks", "peak_rss_mb", "rss_after_imports_mb")
     med = {k: {f: float(np.median([r[f] for r in v])) for f in numeric} for k, v in runs.items()}
     # The baseline of each repetition: the faster PyTorch run of that repetition.
@@ -302,6 +336,24 @@ def render(runs: dict, args, costs: dict, elapsed: float) -> str:
         f"{', '.join(f'{r:.2f}' for r in ratios)}); networks/s ratio "
         f"{float(np.median(rates)):.2f}×. Target ≥ {TARGET_SPEEDUP:g}×: **{verdict}**.",
         "",
+        f"Where deltastats' time goes ({args.breakdown_networks:,} networks at B = {args.batch}, "
+        "the stages run one after the other; `estimate` overlaps the draws of the next chunk "
+        "with the engine and accumulation of the current one):",
+        "",
+    ]
+    total = sum(breakdown.values())
+    share = breakdown["accumulation"] / breakdown["engine"]
+    lines += [
+        "| stage | seconds | share | ms per network |",
+        "|---|---:|---:|---:|",
+        *(
+            f"| {k} | {v:.2f} | {100 * v / total:.0f} % | {1e3 * v / args.breakdown_networks:.3f} |"
+            for k, v in breakdown.items()
+        ),
+        "",
+        f"Accumulation / engine: {share:.2f} (target ≤ 0.25: "
+        f"{'met' if share <= 0.25 else 'NOT met'}).",
+        "",
     ]
     return "\n".join(lines)
 
@@ -314,8 +366,13 @@ def main(argv=None) -> int:
     parser.add_argument("--target", type=float, default=None, help="relative half-width")
     parser.add_argument("--cap", type=int, default=200_000, help="at most this many networks")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--child", choices=("deltastats", "torch"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", choices=("deltastats", "torch", "breakdown"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--breakdown-networks", type=int, default=None, help="networks of the stage timing"
+    )
     parser.add_argument("--output", default=str(ROOT / "results" / "benchmarks_precision.md"))
     args = parser.parse_args(argv)
     if args.target is None:
@@ -323,6 +380,8 @@ def main(argv=None) -> int:
     if args.child:
         if args.child == "deltastats":
             out = run_deltastats(args.batch, args.target, args.cap, args.seed)
+        elif args.child == "breakdown":
+            out = run_breakdown(args.batch, args.breakdown_networks, args.seed)
         else:
             out = run_torch(args.batch, args.target, args.cap, args.seed, args.threads)
         print(json.dumps(out))
@@ -332,6 +391,8 @@ def main(argv=None) -> int:
     if args.batch is None:
         args.batch, costs = suggested_batch(args.target, args.seed)
     print(f"… B = {args.batch}", file=sys.stderr, flush=True)
+    if args.breakdown_networks is None:
+        args.breakdown_networks = 256 if args.quick else 2048
     cpus = usable_cpus()
     torchn = TORCHN.format(n=cpus)
     contenders = [("deltastats", DS, 1), ("torch", TORCH1, 1)]
@@ -344,7 +405,8 @@ def main(argv=None) -> int:
             r["threads"] = threads
             runs[key].append(r)
             print(f"… {key} rep {rep}: {r['seconds']:.1f} s", file=sys.stderr, flush=True)
-    text = render(runs, args, costs, time.perf_counter() - t0)
+    breakdown = child("breakdown", args)
+    text = render(runs, args, costs, time.perf_counter() - t0, breakdown)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
