@@ -35,7 +35,7 @@ import numpy as np
 from numba import types
 from numba.extending import intrinsic, overload
 
-__all__ = ["tanh", "tanh_layer", "scale_layer"]
+__all__ = ["tanh", "tanh_layer", "scale_layer", "tanh_scale_layer"]
 
 _JIT = dict(nogil=True, cache=True, error_model="numpy")
 
@@ -200,7 +200,7 @@ def _tanh_flat(x, out):
 
 
 @numba.njit(**_JIT)
-def _tanh_layer(z, bias, h, dphi, bad, store_z, one, inf):
+def _tanh_layer(z, bias, h, dphi, bad, store_z, store_dphi, one, inf):
     # one, inf: scalars of the arrays' type, so float32 arithmetic stays float32.
     c, B, n = z.shape
     for m in range(c):
@@ -215,7 +215,24 @@ def _tanh_layer(z, bias, h, dphi, bad, store_z, one, inf):
                 count = np.int32(count | (0 if abs(v) < inf else 1))
                 t = _tanh_any(v)
                 h[m, b, j] = t
-                dphi[m, b, j] = one - t * t
+                if store_dphi:
+                    dphi[m, b, j] = one - t * t
+        bad[m] = count > 0
+
+
+@numba.njit(**_JIT)
+def _tanh_scale_layer(d, back, h, bad, one, inf):
+    # The same operations in the same order as _tanh_layer's φ' then _scale_layer's product,
+    # so the bits equal those of the two-pass route.
+    c, B, n = d.shape
+    for m in range(c):
+        count = np.int32(0)
+        for b in range(B):
+            for j in range(n):
+                t = h[m, b, j]
+                v = (one - t * t) * back[m, b, j]
+                d[m, b, j] = v
+                count = np.int32(count | (0 if abs(v) < inf else 1))
         bad[m] = count > 0
 
 
@@ -302,11 +319,44 @@ def tanh_layer(
     return _tanh_layer_unchecked(z, bias, h, dphi, store_z)
 
 
-def _tanh_layer_unchecked(z, bias, h, dphi, store_z: bool) -> np.ndarray:
-    """:func:`tanh_layer` for callers that have checked the arrays (the engine, per chunk)."""
+def _tanh_layer_unchecked(z, bias, h, dphi, store_z: bool, store_dphi: bool = True) -> np.ndarray:
+    """:func:`tanh_layer` for callers that have checked the arrays (the engine, per chunk);
+    ``store_dphi=False`` skips φ' (``dphi`` is then not written; the engine recomputes φ'
+    from a kept h in :func:`tanh_scale_layer`)."""
     f = z.dtype.type
     bad = np.empty(z.shape[0], dtype=bool)
-    _tanh_layer(z, bias, h, dphi, bad, bool(store_z), f(1.0), f(np.inf))
+    _tanh_layer(z, bias, h, dphi, bad, bool(store_z), bool(store_dphi), f(1.0), f(np.inf))
+    return bad
+
+
+def tanh_scale_layer(d: np.ndarray, back: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """``d = (1 − h²) ⊙ back`` (δ⁽ˡ⁾ of a tanh layer from its output h) in one pass, and which
+    networks' δ is non-finite.
+
+    Bit for bit :func:`tanh_layer`'s ``dphi`` followed by :func:`scale_layer`, without
+    writing φ' in the forward pass and reading it back: when h⁽ˡ⁾ is kept anyway, that saves
+    a stream of the layer's size through memory.
+
+    Parameters
+    ----------
+    d : ndarray, shape ``(c, B, n)``
+        Output δ⁽ˡ⁾ (its contents are not read).
+    back, h : ndarray, shape ``(c, B, n)``
+        δ⁽ˡ⁺¹⁾W⁽ˡ⁺¹⁾ and h⁽ˡ⁾ = tanh z⁽ˡ⁾.
+
+    Returns
+    -------
+    ndarray of bool, shape ``(c,)``
+    """
+    _check(d, back, h)
+    return _tanh_scale_layer_unchecked(d, back, h)
+
+
+def _tanh_scale_layer_unchecked(d, back, h) -> np.ndarray:
+    """:func:`tanh_scale_layer` for callers that have checked the arrays."""
+    f = d.dtype.type
+    bad = np.empty(d.shape[0], dtype=bool)
+    _tanh_scale_layer(d, back, h, bad, f(1.0), f(np.inf))
     return bad
 
 

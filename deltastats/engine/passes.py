@@ -293,6 +293,11 @@ def backprop(
         # biases after the conversion above: the choice of path depends on the setting only.
         compiled=_compiled_kernels_on() and kernels.supported(x, *biases),
     )
+    # Hidden tanh layers whose h is kept: the compiled backward recomputes φ' = 1 − h² from
+    # it (the output layer's φ' stays parked in δ⁽ᴸ⁾, which the loss gradient multiplies).
+    ctx.dphi_from_h = [
+        ctx.compiled and ctx.acts[l] is _tanh and hk[l] is not None and l < L - 1 for l in range(L)
+    ]
     with single_threaded_blas():
         if n_threads <= 1:
             for s in tasks:
@@ -386,6 +391,7 @@ class _Context:
     lossbad: np.ndarray
     local: threading.local
     compiled: bool
+    dphi_from_h: list = None  # per layer: φ' recomputed from the kept h in the backward pass
 
 
 def _buffer(ctx: _Context, role: str, width: int, c: int) -> np.ndarray:
@@ -425,8 +431,12 @@ def _run_chunk_inner(ctx: _Context, s: slice) -> None:
         if act is _tanh and ctx.compiled:
             # One compiled pass: z += b, h = tanh z, φ' = 1 − h², overflow flags (kernels.py).
             # h alternates between two buffers: h⁽ˡ⁻¹⁾ is still the matmul's input here.
+            # A kept h serves the backward pass to recompute φ' (same bits), so φ' is not
+            # written here and read back there: one stream of the layer's size less.
             h = ctx.hk[l][s] if ctx.hk[l] is not None else _buffer(ctx, f"h{l % 2}", width, c)
-            ctx.zbad[s, l] = kernels._tanh_layer_unchecked(z, bias, h, d, ctx.zk[l] is not None)
+            ctx.zbad[s, l] = kernels._tanh_layer_unchecked(
+                z, bias, h, d, ctx.zk[l] is not None, not ctx.dphi_from_h[l]
+            )
             continue
         z += bias[:, None, :]
         ctx.zbad[s, l] = _nonfinite(z)
@@ -467,7 +477,9 @@ def _run_chunk_inner(ctx: _Context, s: slice) -> None:
                 out=back.reshape(c, k, rows, -1),
             )
         d = ctx.deltas[l][s]
-        if ctx.compiled:
+        if ctx.dphi_from_h[l]:  # d = (1 − h²) ⊙ back, one pass
+            ctx.dbad[s, l] = kernels._tanh_scale_layer_unchecked(d, back, ctx.hk[l][s])
+        elif ctx.compiled:
             ctx.dbad[s, l] = kernels._scale_layer_unchecked(d, back)  # d *= back, one pass
         else:
             np.multiply(d, back, out=d)

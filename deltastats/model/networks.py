@@ -208,7 +208,13 @@ class MLP:
 
     # -- sampling ------------------------------------------------------------------------
     def sample(
-        self, n_networks: int, seed: SeedLike = 0, *, start: int = 0, dtype=np.float64
+        self,
+        n_networks: int,
+        seed: SeedLike = 0,
+        *,
+        start: int = 0,
+        dtype=np.float64,
+        out: Params | None = None,
     ) -> Params:
         """Draw the parameters of ``n_networks`` independent networks.
 
@@ -230,6 +236,13 @@ class MLP:
             Global index of the first network.
         dtype : numpy float dtype
             ``np.float64`` (default) or ``np.float32``.
+        out : Params or None
+            Parameters of an earlier draw with these shapes and dtype (C-contiguous): their
+            arrays are overwritten instead of allocating new ones (a streaming loop then
+            writes the same memory every chunk instead of paging in fresh memory), and the
+            returned Params view them. The earlier Params must not be used afterwards. Arrays
+            that do not fit are ignored (fresh ones are allocated); the values are the same
+            either way.
 
         Returns
         -------
@@ -245,11 +258,14 @@ class MLP:
         if resolved not in (np.float32, np.float64):
             raise ValueError(f"dtype must be np.float32 or np.float64, got {dtype!r}")
         dtype = resolved
-        weights = tuple(
-            np.empty((n_networks, b, a), dtype=dtype)
-            for a, b in zip(self.widths[:-1], self.widths[1:])
-        )
-        biases = tuple(np.empty((n_networks, b), dtype=dtype) for b in self.widths[1:])
+        if out is not None and not isinstance(out, Params):
+            raise ValueError("out must be the Params of an earlier net.sample(...) or None")
+        pairs = list(zip(self.widths[:-1], self.widths[1:]))
+        if out is not None and _fits(out, n_networks, pairs, dtype):
+            weights, biases = tuple(out.weights), tuple(out.biases)
+        else:
+            weights = tuple(np.empty((n_networks, b, a), dtype=dtype) for a, b in pairs)
+            biases = tuple(np.empty((n_networks, b), dtype=dtype) for b in self.widths[1:])
         layers = self._layer_laws()
         n_params = sum(w[0].size for w in weights)
         threads = _sampling_threads(n_networks * n_params)
@@ -306,6 +322,20 @@ class MLP:
                 network_normal(a, key, param_tensor(l, "weight"), network, threads=1)
                 q = _haar_orthogonal(a[0], n_out, n_in)
                 w_out[...] = std * np.sqrt(max(n_in, n_out)) * q
+
+
+def _fits(out: Params, n_networks: int, pairs: list, dtype) -> bool:
+    """Whether ``out``'s arrays can take a draw of these shapes and dtype as they are."""
+    arrays = (*out.weights, *out.biases)
+    shapes = [(n_networks, b, a) for a, b in pairs] + [(n_networks, b) for _, b in pairs]
+    return len(arrays) == len(shapes) and all(
+        isinstance(a, np.ndarray)
+        and a.shape == shape
+        and a.dtype == dtype
+        and a.flags.c_contiguous
+        and a.flags.writeable
+        for a, shape in zip(arrays, shapes)
+    )
 
 
 #: Below this many parameters in one draw, threads cost more than they save.

@@ -263,16 +263,28 @@ class Design:
     def trace(self, start: int, M: int) -> tuple[Params, np.ndarray, Trace]:
         """Parameters, inputs ``(M, B, n_0)`` and backprop trace of networks
         ``start … start+M−1``."""
+        params, x, y = self.draw(start, M)
+        return params, x, self.backprop(params, x, y)
+
+    def draw(
+        self, start: int, M: int, out: Params | None = None
+    ) -> tuple[Params, np.ndarray, np.ndarray]:
+        """Parameters, inputs ``(M, B, n_0)`` and targets of networks ``start … start+M−1``:
+        a pure function of (seed, network index), so it may run ahead of the engine in another
+        thread. ``out``: the Params of an earlier chunk to overwrite (:meth:`MLP.sample`)."""
         n0, nL = self.net.widths[0], self.net.widths[-1]
-        params = self.net.sample(M, self.seed, start=start, dtype=self.dtype)
+        params = self.net.sample(M, self.seed, start=start, dtype=self.dtype, out=out)
         x = self.inputs.sample(
             n0, self.batch, self.seed, n_networks=M, start=start, dtype=self.dtype
         )
         y = self.targets.sample(x, nL, self.seed, start=start, dtype=self.dtype)
-        trace = backprop(
+        return params, x, y
+
+    def backprop(self, params: Params, x: np.ndarray, y: np.ndarray) -> Trace:
+        """The engine pass of one chunk, as the accumulators need it (all layers, gradients)."""
+        return backprop(
             self.net, params, x, y, loss=self.loss, weight_decay=self.weight_decay, warn=False
         )
-        return params, x, trace
 
     def accumulator(self, start: int = 0, shifts: dict | None = None) -> BackpropAccumulator:
         """An empty accumulator for networks from ``start`` on, with this design's settings."""

@@ -266,12 +266,7 @@ def _accumulate(design: Design, n_networks: int, n_jobs: int):
     serial result bit for bit (:mod:`deltastats.stats.accumulators`).
     """
     if n_jobs == 1:
-        acc = design.accumulator()
-        for start in range(0, n_networks, design.chunk):
-            M = min(design.chunk, n_networks - start)
-            params, x, trace = design.trace(start, M)
-            acc.update(trace, params=params, x=x)
-            yield acc, M
+        yield from _pipelined(design, n_networks)
         return
 
     from joblib import Parallel, delayed
@@ -291,6 +286,59 @@ def _accumulate(design: Design, n_networks: int, n_jobs: int):
             for part in parts:
                 acc = part if acc is None else acc.merge(part)
             yield acc, stop - start
+
+
+def _pipelined(design: Design, n_networks: int):
+    """The serial chunk loop of :func:`_accumulate`, with the next chunk's draws running ahead.
+
+    While the engine and the accumulators work on chunk k, one background thread draws the
+    parameters, inputs and targets of chunk k + 1 (numba and numpy kernels that release the
+    GIL), so the draws, a third of a chunk's work, need not leave a core idle. A network's
+    draws are a pure function of (seed, network index), so the results are bit for bit
+    those of drawing chunk by chunk. Two parameter buffers alternate: chunk k + 1 is drawn
+    into the memory of chunk k − 1, which is done with (no fresh memory to page in, no copies).
+    """
+    starts = list(range(0, n_networks, design.chunk))
+    sizes = [min(design.chunk, n_networks - a) for a in starts]
+    spare: list = [None, None]  # the two parameter buffers (Params of earlier chunks)
+
+    def draw(k: int):
+        return design.draw(starts[k], sizes[k], out=spare[k % 2])
+
+    acc = design.accumulator()
+    pool = _draw_executor()
+    ahead = pool.submit(draw, 0)
+    try:
+        for k in range(len(starts)):
+            params, x, y = ahead.result()
+            spare[k % 2] = params
+            ahead = pool.submit(draw, k + 1) if k + 1 < len(starts) else None
+            trace = design.backprop(params, x, y)
+            acc.update(trace, params=params, x=x)
+            del trace
+            yield acc, sizes[k]
+    finally:
+        # Stopped early (the stopping rule was met) or failed: do not leave a draw running.
+        if ahead is not None and not ahead.cancel():
+            try:
+                ahead.result()
+            except Exception:  # noqa: BLE001 - the chunk is discarded anyway
+                pass
+
+
+def _draw_executor():
+    """The one thread that draws chunks ahead of the engine (one per process)."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    key = os.getpid()
+    pool = _DRAW_POOLS.get(key)
+    if pool is None:
+        pool = _DRAW_POOLS[key] = ThreadPoolExecutor(1, thread_name_prefix="deltastats-draws")
+    return pool
+
+
+_DRAW_POOLS: dict = {}
 
 
 def estimate(
