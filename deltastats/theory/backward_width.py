@@ -17,11 +17,11 @@ from ..model.activations import Activation
 from ..model.inputs import InputLaw
 from ..model.losses import Loss, get_loss
 from ..model.networks import MLP
-from ..model.targets import TargetLaw
+from ..model.targets import Constant, Gaussian, TargetLaw
 from ._common import TheoryNotCovered
 from .input_law import first_layer, input_rule
 from .meanfield import _check_net
-from .quadrature import _legendre_rule
+from .quadrature import SCALE_CUTS_1D, WIDE, _legendre_rule
 
 __all__ = ["BackwardCorrections", "backward_corrections", "backward_covered"]
 
@@ -32,6 +32,7 @@ _ZPOW = (0, 0, 0, 1, 2, 0, 0, 0, 0, 1, 1)
 # σ = 1ᵀδ and τ = z̃·δ.
 _N, _TT, _ST, _SS, _S, _TAU = range(6)
 _NODES = 96  # Gauss–Legendre nodes per smooth piece of φ on [−_TAIL, _TAIL] standard deviations
+_NODES_PIECE = 40  # per piece when the rule is split at the activation's natural scales
 _TAIL = 12.0
 # Chebyshev nodes of each conditional expectation in G (and in M when μ_w ≠ 0). More is not
 # better: the interpolant's second derivative amplifies the rounding of the tabulated values
@@ -39,6 +40,10 @@ _TAIL = 12.0
 # inputs, and bias-free ReLU (where the recursion is exact) is reproduced to 10⁻⁶.
 _CHEB_G = 24
 _CHEB_M = 12
+# The error control runs the recursion also at a coarser (G, M) resolution on the input rule
+# of half the degree, and returns the finer one if they agree.
+_COARSE = (18, 9)
+_RTOL = 5e-3  # agreement required of the two resolutions (relative; E δ relative to √E δ²)
 _NEGLIGIBLE = 1e-12  # input nodes of smaller weight are evaluated at the range's edge
 _EPS = 0.05  # second-difference step, in standard deviations of the layer's averages
 
@@ -82,8 +87,12 @@ def backward_covered(net: MLP, loss: str | Loss, targets: TargetLaw | None) -> s
     name = loss.name if isinstance(loss, Loss) else get_loss(loss).name
     if name not in ("mse", "sum_squares"):
         return f"loss={name!r}: derived for squared-error losses only"
-    if targets is not None and targets.moments(net.widths[-1]) is None:
-        return "targets depend on the input: the recursion needs independent targets"
+    if targets is not None and not isinstance(targets, (Constant, Gaussian)):
+        # one-hot classes sum to 1 over the units, a teacher's targets depend on the input
+        return (
+            f"targets {type(targets).__name__}: the recursion needs targets independent of the "
+            "network and across output units (targets.constant, targets.gaussian)"
+        )
     return None
 
 
@@ -93,9 +102,14 @@ def _unit_moments(phi: Activation, M: np.ndarray, G: np.ndarray, sb2: float):
     z ~ N(M, G) is M + z̃ + (b − μ_b) with z̃ ~ N(0, G − σ_b²) and b ~ N(μ_b, σ_b²); given
     z, z̃ is N(r(z − M), rσ_b²) with r = (G − σ_b²)/G, so powers of z̃ are integrated in
     closed form and one quadrature in z remains (split at the kinks of φ)."""
-    x, wx = _legendre_rule(_NODES)
+    # φ varies on the scale |z| ~ 1: for a wide Gaussian (√G > 0.3) the rule is also split at
+    # z = 0, ±1, ±3, ±9, … (else 96 nodes on ±12 standard deviations miss φ' of width 1/√G).
+    points = set(phi.kinks)
+    if np.max(G) > WIDE**2:
+        points |= set(SCALE_CUTS_1D)
+    x, wx = _legendre_rule(_NODES if len(points) <= 2 else _NODES_PIECE)
     sd = np.sqrt(G)[:, None]
-    cuts = [np.clip((k - M) / np.sqrt(G), -_TAIL, _TAIL) for k in phi.kinks]
+    cuts = [np.clip((k - M) / np.sqrt(G), -_TAIL, _TAIL) for k in sorted(points)]
     edges = np.stack(
         [np.full(M.shape, -_TAIL), *sorted(cuts, key=np.mean), np.full(M.shape, _TAIL)]
     )
@@ -302,7 +316,9 @@ def backward_corrections(
     loss : str or Loss
         ``"mse"`` or ``"sum_squares"``.
     degree : int or (int, int)
-        Input-law rule (see :meth:`~deltastats.model.inputs.InputLaw.summary_rule`).
+        Input-law rule (see :meth:`~deltastats.model.inputs.InputLaw.summary_rule`); the
+        result is checked against a rule of three quarters of the degree and a coarser
+        interpolation (they must agree to 0.5 %).
 
     Returns
     -------
@@ -311,8 +327,9 @@ def backward_corrections(
     Raises
     ------
     TheoryNotCovered
-        Outside the setting above (:func:`backward_covered` says why), or when the kernel
-        overflows.
+        Outside the setting above (:func:`backward_covered` says why), when the kernel
+        overflows, or when the two resolutions of the error control disagree (e.g. a layer
+        whose units are nearly all inactive, where the 1/ū terms are not resolved).
 
     References
     ----------
@@ -329,7 +346,7 @@ def backward_corrections(
     phi, _ = _check_net(net)
     lossf = get_loss(loss) if not isinstance(loss, Loss) else loss
     factor = 2.0 if lossf.name == "sum_squares" else 1.0
-    n, L = net.widths, net.depth
+    n = net.widths
     sw2 = np.array(net.layer_sigma_w, float) ** 2
     sb2 = np.array(net.layer_sigma_b, float) ** 2
     mw = np.array(net.layer_mu_w, float)
@@ -337,62 +354,105 @@ def backward_corrections(
     ey, ey2 = (0.0, 0.0) if targets is None else map(float, targets.moments(n[-1]))
     vary = max(ey2 - ey * ey, 0.0)
 
-    rule = input_rule(net, inputs, degree)
-    wts = rule.weights
-    m1, v1 = first_layer(net, rule)
-    Mn, G, dM, dG, C = _corrections_at_nodes(net, phi, m1, v1)  # (K, L); C: (K, L, 2, 2)
-    if not all(np.all(np.isfinite(a)) for a in (Mn, G, dM, dG)):
-        raise TheoryNotCovered("the kernel overflows: the 1/n terms are not defined")
-
-    boxes = _boxes(phi, net, wts, Mn, G, dM, dG, C, sw2, sb2, mw, mb)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        sq, mean, grad = np.empty(L), np.empty(L), np.empty(L)
-        fn = None
-        for l in range(L, 0, -1):
-            (lo_m, hi_m), (lo_g, hi_g) = boxes[l - 1]
-            nm = 1 if lo_m == hi_m else _CHEB_M
-            gm = 0.5 * (hi_m + lo_m) + 0.5 * (hi_m - lo_m) * _chebyshev_nodes(nm)
-            gg = 0.5 * (hi_g + lo_g) + 0.5 * (hi_g - lo_g) * _chebyshev_nodes(_CHEB_G)
-            Mg, Gg = (a.ravel() for a in np.meshgrid(gm, gg, indexing="ij"))
-            if l == L:
-                table = _top(Mg, Gg, n[-1], sb2[-1], ey, vary, factor)
-            else:
-                mean_x, cov_x = _unit_moments(phi, Mg, Gg, sb2[l - 1])
-                table = _layer_expect(mean_x, cov_x, fn, n[l], sw2[l], mw[l], sb2[l], mb[l])
-            fn = _Fn(boxes[l - 1], table.reshape(6, nm, _CHEB_G))
-            # Per input: E[F(θ_l) | x] = F(θ̄ + δθ) + ½ tr(∇²F(θ̄) C) (exact to O(1/n)).
-            Mb, Gb = Mn[:, l - 1], G[:, l - 1]
-            Mm, Gm = Mb + dM[:, l - 1], Gb + dG[:, l - 1]
-            Cl = C[:, l - 1]
-
-            def expect(f, Mb=Mb, Gb=Gb, Mm=Mm, Gm=Gm, Cl=Cl):
-                hess = (
-                    f(Mb, Gb, 2, 0) * Cl[:, 0, 0]
-                    + 2 * f(Mb, Gb, 1, 1) * Cl[:, 0, 1]
-                    + f(Mb, Gb, 0, 2) * Cl[:, 1, 1]
-                )
-                return wts @ (f(Mm, Gm) + 0.5 * hess).T
-
-            F = expect(fn)
-            sq[l - 1], mean[l - 1] = F[_N] / n[l], F[_S] / n[l]
-            # ‖h⁽ˡ⁻¹⁾‖² = n_{l−1}(G − σ_b²)/σ²: H(θ) = E[‖δ‖² | θ]·n_{l−1}(G − σ_b²)/σ².
-            cst = n[l - 1] / sw2[l - 1]
-
-            def H(M, G_, dm=0, dg=0, f=fn, b=sb2[l - 1], cst=cst):
-                g = G_ - b
-                val = f(M, G_, dm, dg)[_N] * g
-                if dg:
-                    val = val + dg * f(M, G_, dm, dg - 1)[_N]
-                return (cst * val)[None]
-
-            grad[l - 1] = expect(H)[0]
+    # Error control: the recursion on two Chebyshev resolutions and two input-law rules
+    # (``degree`` and three quarters of it); they must agree, else the setting is not
+    # resolved. (More Chebyshev nodes are not always better: the interpolants' second
+    # derivatives amplify the rounding of the tables roughly as N⁴.)
+    dx, dr = (degree, degree) if isinstance(degree, int) else degree
+    runs, rules = [], []
+    for deg in ((max(3 * dx // 4, 2), max(3 * dr // 4, 2)), (dx, dr)):
+        rule = input_rule(net, inputs, deg)
+        nodes = _corrections_at_nodes(net, phi, *first_layer(net, rule))  # (K, L), C (K, L, 2, 2)
+        if not all(np.all(np.isfinite(a)) for a in nodes[:4]):
+            raise TheoryNotCovered("the kernel overflows: the 1/n terms are not defined")
+        rules.append((rule, nodes))
+    # the boxes hold the nodes of the finer rule (a superset of the coarser one's range)
+    boxes = _boxes(phi, net, rules[1][0].weights, *rules[1][1], sw2, sb2, mw, mb)
+    top = (n[-1], sb2[-1], ey, vary, factor)
+    for (rule, nodes), (ng, nm) in zip(rules, (_COARSE, (_CHEB_G, _CHEB_M))):
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            fns = _tables(phi, net, boxes, ng, nm, top)
+            runs.append(_evaluate(fns, rule.weights, *nodes, n, sw2, sb2))
+    (sq0, mean0, grad0), (sq, mean, grad) = runs
+    finite = all(np.all(np.isfinite(a)) for a in (sq, mean, grad, sq0, mean0, grad0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gap = max(
+            np.max(np.abs(sq - sq0) / np.abs(sq)),
+            np.max(np.abs(grad - grad0) / np.abs(grad)),
+            np.max(np.abs(mean - mean0) / np.sqrt(np.abs(sq))),
+        )
+    if not finite or not gap <= _RTOL:
+        raise TheoryNotCovered(
+            "the backward 1/n recursion is not resolved here (two resolutions disagree by "
+            f"{gap:.2g} relative): e.g. a layer whose units are nearly all inactive"
+        )
     return BackwardCorrections(delta_sq=sq, delta_mean=mean, grad_w_sq=grad)
+
+
+def _tables(phi, net, boxes, ng, nm_max, top) -> list:
+    """The interpolants of F_l, l = 1 … L (list index l − 1), from the top down, (BW2)."""
+    n, L = net.widths, net.depth
+    sw2 = np.array(net.layer_sigma_w, float) ** 2
+    sb2 = np.array(net.layer_sigma_b, float) ** 2
+    mw = np.array(net.layer_mu_w, float)
+    mb = np.array(net.layer_mu_b, float)
+    fns = [None] * L
+    for l in range(L, 0, -1):
+        (lo_m, hi_m), (lo_g, hi_g) = boxes[l - 1]
+        nm = 1 if lo_m == hi_m else nm_max
+        gm = 0.5 * (hi_m + lo_m) + 0.5 * (hi_m - lo_m) * _chebyshev_nodes(nm)
+        gg = 0.5 * (hi_g + lo_g) + 0.5 * (hi_g - lo_g) * _chebyshev_nodes(ng)
+        Mg, Gg = (a.ravel() for a in np.meshgrid(gm, gg, indexing="ij"))
+        if l == L:
+            table = _top(Mg, Gg, *top)
+        else:
+            mean_x, cov_x = _unit_moments(phi, Mg, Gg, sb2[l - 1])
+            table = _layer_expect(mean_x, cov_x, fns[l], n[l], sw2[l], mw[l], sb2[l], mb[l])
+        fns[l - 1] = _Fn(boxes[l - 1], table.reshape(6, nm, ng))
+    return fns
+
+
+def _evaluate(fns, wts, Mn, G, dM, dG, C, n, sw2, sb2):
+    """Per-unit E δ², E δ and the one-sample E‖∂L/∂W‖² per layer, pooled over the input rule:
+    E[F(θ_l) | x] = F(θ̄ + δθ) + ½ tr(∇²F(θ̄) C), exact to O(1/n)."""
+    L = len(fns)
+    sq, mean, grad = np.empty(L), np.empty(L), np.empty(L)
+    for l in range(1, L + 1):
+        fn = fns[l - 1]
+        Mb, Gb = Mn[:, l - 1], G[:, l - 1]
+        Mm, Gm = Mb + dM[:, l - 1], Gb + dG[:, l - 1]
+        Cl = C[:, l - 1]
+
+        def expect(f, Mb=Mb, Gb=Gb, Mm=Mm, Gm=Gm, Cl=Cl):
+            hess = (
+                f(Mb, Gb, 2, 0) * Cl[:, 0, 0]
+                + 2 * f(Mb, Gb, 1, 1) * Cl[:, 0, 1]
+                + f(Mb, Gb, 0, 2) * Cl[:, 1, 1]
+            )
+            return wts @ (f(Mm, Gm) + 0.5 * hess).T
+
+        F = expect(fn)
+        sq[l - 1], mean[l - 1] = F[_N] / n[l], F[_S] / n[l]
+        # ‖h⁽ˡ⁻¹⁾‖² = n_{l−1}(G − σ_b²)/σ²: H(θ) = E[‖δ‖² | θ]·n_{l−1}(G − σ_b²)/σ². First
+        # order in 1/n: the forward covariance C is linear in β = Σ 1/n_j, so deep narrow
+        # networks lose the (1 + c/n)^l growth beyond its first term.
+        cst = n[l - 1] / sw2[l - 1]
+
+        def H(M, G_, dm=0, dg=0, f=fn, b=sb2[l - 1], cst=cst):
+            g = G_ - b
+            val = f(M, G_, dm, dg)[_N] * g
+            if dg:
+                val = val + dg * f(M, G_, dm, dg - 1)[_N]
+            return (cst * val)[None]
+
+        grad[l - 1] = expect(H)[0]
+    return sq, mean, grad
 
 
 def _boxes(phi, net, wts, Mn, G, dM, dG, C, sw2, sb2, mw, mb):
     """The box of θ_l = (M, G) per layer: every input node of non-negligible weight (with its
     1/n shift) and the image of the box below under θ ↦ (μ E φ + μ_b, σ² E φ² + σ_b²), with
-    margins of 5 % and half a standard deviation of the kernel's fluctuation (the second
+    margins of 5 % and a tenth of a standard deviation of the kernel's fluctuation (the second
     differences of (BW2) step a twentieth of one). M is fixed (a box of width 0) in a layer
     whose μ_w is 0. Narrow boxes keep the interpolants accurate; nodes of weight < 1e-12 are
     clipped into the box."""
@@ -421,10 +481,10 @@ def _boxes(phi, net, wts, Mn, G, dM, dG, C, sw2, sb2, mw, mb):
                 box.append((float(mb[l - 1]), float(mb[l - 1])))
                 continue
             if j == 1:  # G > σ_b² ≥ 0: margins relative to each end
-                lo = max(lo - 0.05 * lo - 0.5 * sd, sb2[l - 1] + 1e-12 * hi, 1e-300)
-                hi = hi + 0.05 * hi + 0.5 * sd
+                lo = max(lo - 0.05 * lo - 0.1 * sd, sb2[l - 1] + 1e-12 * hi, 1e-300)
+                hi = hi + 0.05 * hi + 0.1 * sd
             else:
-                pad = 0.05 * max(hi - lo, np.sqrt(np.max(G[keep, l - 1]))) + 0.5 * sd
+                pad = 0.05 * max(hi - lo, np.sqrt(np.max(G[keep, l - 1]))) + 0.1 * sd
                 lo, hi = lo - pad, hi + pad
             box.append((float(lo), float(hi)))
         boxes.append(tuple(box))
