@@ -497,9 +497,11 @@ def _exact_zeros(rows: pd.DataFrame) -> pd.DataFrame:
     if "prediction" not in rows.columns:
         return rows
     rows = rows.copy()
-    pred = rows["prediction"].astype(float)
-    noise = pred.abs() <= 1e-9 * rows["std_error"].astype(float).abs()
-    rows["prediction"] = pred.where(~noise, 0.0)
+    for col in ("prediction", "prediction_infinite_width"):
+        if col in rows.columns:
+            pred = rows[col].astype(float)
+            noise = pred.abs() <= 1e-9 * rows["std_error"].astype(float).abs()
+            rows[col] = pred.where(~noise, 0.0)
     return rows
 
 
@@ -555,12 +557,17 @@ def write_report(folder: str | Path, *, max_rows: int = 80) -> Report:
     if len(comp) <= max_rows or not params:
         body = comp[shown]
     else:
+        # |z| over the judged rows only: a row without a verdict keeps its z for reference,
+        # and its size says nothing about the theory (e.g. an underived cross-sample term).
+        judged_z = comp["z_score"].where(comp["verdict"].isin(["agrees", "disagrees"]))
         body = (
-            comp.groupby(params, sort=True)
+            comp.assign(judged_z=judged_z)
+            .groupby(params, sort=True)
             .agg(
                 rows=("verdict", "size"),
+                judged=("verdict", lambda v: int(v.isin(["agrees", "disagrees"]).sum())),
                 agrees=("verdict", lambda v: int((v == "agrees").sum())),
-                max_abs_z=("z_score", lambda v: float(v.abs().max())),
+                max_abs_z=("judged_z", lambda v: float(v.abs().max())),
             )
             .reset_index()
         )
