@@ -46,7 +46,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import checks
-from .._parallel import default_threads, executor
 from ..engine import Trace
 from ..model.networks import MLP, Params
 from .features import (
@@ -136,41 +135,10 @@ def _reduce_block(buf: _Buffer, n_groups: int) -> _Stats:
     n = rows.size
     group_count = np.bincount(groups, minlength=n_groups).astype(np.int64)
     mean, com, gsum = {}, {}, {}
-    names = list(buf.features)
-    # Non-finite features propagate as NaN (compiled loops, feature_kernels.py). Each array's
-    # moments are computed alone (compiled, without the GIL), so threads give the same bits.
-    values = sum(f.size for f in buf.features.values())
-    moments = _map(
-        lambda name: block_moments(buf.features[name], rows, groups, n_groups), names, values
-    )
-    for name, (m, c, g) in zip(names, moments):
-        mean[name], com[name], gsum[name] = m, c, g
+    for name, f in buf.features.items():
+        # Non-finite features propagate as NaN (compiled loops, feature_kernels.py).
+        mean[name], com[name], gsum[name] = block_moments(f, rows, groups, n_groups)
     return _Stats(n, mean, com, group_count, gsum)
-
-
-#: Below this many feature values in one call, threads cost more than they save.
-_PARALLEL_VALUES = 200_000
-
-
-def _quiet(fn):
-    """``fn`` under ``np.errstate(all="ignore")`` in whatever thread runs it (the error state
-    is per thread, so a worker does not inherit the caller's)."""
-
-    def run(item):
-        with np.errstate(all="ignore"):
-            return fn(item)
-
-    return run
-
-
-def _map(fn, items: list, values: int | None = None) -> list:
-    """``[fn(i) for i in items]``, on the engine's threads when there are enough ``values``
-    to work on (the results, and so the bits, do not depend on it: each item is computed
-    alone, by compiled kernels that release the GIL)."""
-    threads = default_threads() if values is None or values >= _PARALLEL_VALUES else 1
-    if threads <= 1 or len(items) < 2:
-        return [fn(i) for i in items]
-    return list(executor(threads).map(fn, items))
 
 
 def _combine(a: _Stats, b: _Stats) -> _Stats:
@@ -698,42 +666,27 @@ class BackpropAccumulator(SummarySource):
         feats = {}
         L = np.asarray(trace.loss, dtype=np.float64)
         ell = (L - sh["loss"]) / _scale(sh, "loss/scale")  # (M, B), in units of s_ℓ
-
-        def layer(l: int) -> dict:
-            key = l + 1
-            # δ and z features in one compiled pass (feature_kernels.py): unit and pooled
-            # power sums (1), log-norm and ‖δ‖² rows, Stein cross moments.
-            return layer_features(
-                *_trace_arrays(trace.delta[l], trace.z[l]),
-                sh[f"delta/{key}"],
-                sh[f"z/{key}"],
-                ell,
-                sh[f"lognorm/{key}"],
-                sh[f"dsq/{key}"],
-                scale_delta=_scale(sh, f"delta/{key}/scale"),
-                scale_z=_scale(sh, f"z/{key}/scale"),
-            )
-
-        def gradient(l: int) -> np.ndarray:
-            key = l + 1
-            return weight_features(
-                trace.grad_weights[l], sh[f"gradw/{key}"], _scale(sh, f"gradw/{key}/scale")
-            )
-
-        depth = self.net.depth
-        values = sum(d.size for d in trace.delta) + sum(g.size for g in trace.grad_weights)
         with np.errstate(all="ignore"):
-            # Every layer's sweeps are independent compiled kernels: threads share them out
-            # (numba releases the GIL), and the dict below is filled in the same order.
-            tasks = [(layer, l) for l in range(depth)] + [(gradient, l) for l in range(depth)]
-            done = _map(_quiet(lambda t: t[0](t[1])), tasks, values)
-            for l in range(depth):
+            for l in range(self.net.depth):
                 key = l + 1
-                layer = done[l]
+                # δ and z features in one compiled pass (feature_kernels.py): unit and pooled
+                # power sums (1), log-norm and ‖δ‖² rows, Stein cross moments.
+                layer = layer_features(
+                    *_trace_arrays(trace.delta[l], trace.z[l]),
+                    sh[f"delta/{key}"],
+                    sh[f"z/{key}"],
+                    ell,
+                    sh[f"lognorm/{key}"],
+                    sh[f"dsq/{key}"],
+                    scale_delta=_scale(sh, f"delta/{key}/scale"),
+                    scale_z=_scale(sh, f"z/{key}/scale"),
+                )
                 for name in _LAYER_FEATURES[:6]:
                     q, kind = name.split("/")
                     feats[str(FeatureKey(q, key, kind))] = layer[name]
-                feats[f"gradw/{key}/pool"] = done[depth + l]
+                feats[f"gradw/{key}/pool"] = weight_features(
+                    trace.grad_weights[l], sh[f"gradw/{key}"], _scale(sh, f"gradw/{key}/scale")
+                )
                 for name in _LAYER_FEATURES[6:]:
                     q, kind = name.split("/")
                     feats[str(FeatureKey(q, key, kind))] = layer[name]
