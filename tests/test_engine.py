@@ -307,3 +307,21 @@ def test_init_presets_and_laws_have_the_stated_moments():
     np.testing.assert_allclose(w @ w.T, np.eye(20) * 50 / 50, atol=1e-12)
     w = ds.MLP((50, 80), mu_w=2.0, sigma_w=0.5, init="uniform").sample(50, 0).weights[0]
     assert abs(w.mean() - 2.0 / 50) < 4 * 0.5 / np.sqrt(50) / np.sqrt(w.size)
+
+
+def test_sample_into_earlier_params_gives_the_same_values_in_the_same_memory():
+    net = ds.MLP((5, 7, 3), activation="tanh", sigma_w=1.2, sigma_b=0.3)
+    fresh = net.sample(4, seed=2, start=9)
+    old = net.sample(4, seed=5)
+    reused = net.sample(4, seed=2, start=9, out=old)
+    for a, b, c in zip(fresh.weights + fresh.biases, reused.weights + reused.biases,
+                       old.weights + old.biases):  # fmt: skip
+        np.testing.assert_array_equal(a, b)
+        assert b is c  # written in place
+    assert reused.start == 9
+    # Arrays that do not fit (another M) are not used; the values are the same anyway.
+    other = net.sample(3, seed=2, start=9, out=old)
+    np.testing.assert_array_equal(other.weights[0], fresh.weights[0][:3])
+    assert other.weights[0] is not old.weights[0]
+    with pytest.raises(ValueError, match="out must be"):
+        net.sample(4, seed=2, out=fresh.weights)

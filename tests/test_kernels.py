@@ -144,3 +144,23 @@ def test_engine_with_and_without_compiled_kernels_agree(monkeypatch, keep):
     if keep is None:
         for a, b in zip(traces[True].h, traces[False].h):
             np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_tanh_scale_layer_is_the_two_pass_route_bit_for_bit(dtype):
+    # φ' recomputed from h in the backward pass must give the bits of φ' stored by the
+    # forward kernel and multiplied in by scale_layer (the engine relies on it).
+    rng = np.random.default_rng(4)
+    z = (3 * rng.standard_normal((3, 5, 17))).astype(dtype)
+    bias = rng.standard_normal((3, 17)).astype(dtype)
+    h, dphi = np.empty_like(z), np.empty_like(z)
+    kernels.tanh_layer(z, bias, h, dphi)
+    back = rng.standard_normal(z.shape).astype(dtype)
+    back[1, 2, 3] = np.inf
+    two_pass = dphi.copy()
+    bad2 = kernels.scale_layer(two_pass, back)
+    one_pass = np.empty_like(z)
+    bad1 = kernels.tanh_scale_layer(one_pass, back, h)
+    np.testing.assert_array_equal(one_pass, two_pass)
+    np.testing.assert_array_equal(bad1, bad2)
+    assert bad1.tolist() == [False, True, False]

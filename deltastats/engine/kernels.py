@@ -4,7 +4,9 @@ numpy's float64 ``tanh`` calls the C library once per element unless the CPU has
 (without it, the tanh of a width-128 layer costs more than its matmuls; the benchmarks in
 ``experiments/benchmarks`` measure it), and every separate ufunc pass (bias, φ', overflow
 check, product) streams the layer through memory again. The kernels here do a layer's
-element-wise work in one pass, with a tanh the compiler can vectorize:
+element-wise work in one pass (:func:`tanh_layer` forward; :func:`scale_layer` or, when h is
+kept, :func:`tanh_scale_layer` backward, which recomputes φ' = 1 − h² rather than reading a
+stored one), with a tanh the compiler can vectorize:
 
     tanh x = sign(x) · u / (u + 2),   u = e^{2|x|} − 1                                   (T1)
     e^y − 1 = 2^k (e^r − 1) + (2^k − 1),   k = round(y / ln 2),   r = y − k ln 2          (T2)

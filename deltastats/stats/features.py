@@ -414,15 +414,26 @@ def _block_moments(f, rows, groups, n_groups, mean, comoment, group_sum):
     for s in range(S):
         for i in range(k):
             mean[s, i] /= n
-    dev = np.empty(k)
+    # Co-moments with the units s innermost (unit-stride, so the loop vectorizes; k is only a
+    # few features) and j ≥ i only (the matrix is symmetric, and dev_i·dev_j = dev_j·dev_i
+    # exactly). Every entry still sums its products over the networks in network order, so
+    # the bits are those of the plain loop Σ_r (F_r − F̄)(F_r − F̄)ᵀ.
+    dev = np.empty((k, S))
+    com = np.zeros((k, k, S))
     for r in range(n):
         m = rows[r]
-        for s in range(S):
-            for i in range(k):
-                dev[i] = f[m, s, i] - mean[s, i]
-            for i in range(k):
-                for j in range(k):
-                    comoment[s, i, j] += dev[i] * dev[j]
+        for i in range(k):
+            for s in range(S):
+                dev[i, s] = f[m, s, i] - mean[s, i]
+        for i in range(k):
+            for j in range(i, k):
+                for s in range(S):
+                    com[i, j, s] += dev[i, s] * dev[j, s]
+    for s in range(S):
+        for i in range(k):
+            for j in range(i, k):
+                comoment[s, i, j] = com[i, j, s]
+                comoment[s, j, i] = com[i, j, s]
 
 
 def block_moments(

@@ -149,7 +149,9 @@ def run_breakdown(batch: int, n_networks: int, seed: int) -> dict:
     return times
 
 
-def run_torch(batch: int, target: float, cap: int, seed: int, threads: int) -> dict:
+def run_torch(
+    batch: int, target: float, cap: int, seed: int, threads: int, time_limit: float | None = None
+) -> dict:
     """The plain PyTorch pipeline: draw, forward, autograd backward, per-network sums."""
     import torch
     from scipy import stats
@@ -202,11 +204,15 @@ def run_torch(batch: int, target: float, cap: int, seed: int, threads: int) -> d
     base = rss_mb()
     t0 = time.perf_counter()
     done = 0
+    stopped = False
     while done < cap:
         M = min(C, cap - done)
         chunk(M, s1[done : done + M], s2[done : done + M])
         done += M
         if done >= ds.MIN_NETWORKS and rel_error(done) <= target:
+            break
+        if time_limit is not None and time.perf_counter() - t0 > time_limit:
+            stopped = True  # already slower than another run: it cannot be the baseline
             break
     seconds = time.perf_counter() - t0
     return {
@@ -218,6 +224,7 @@ def run_torch(batch: int, target: float, cap: int, seed: int, threads: int) -> d
         "peak_rss_mb": peak_rss_mb(),
         "chunk": C,
         "torch": torch.__version__,
+        "stopped": stopped,
     }
 
 
@@ -248,7 +255,7 @@ def suggested_batch(target: float, seed: int) -> tuple[int, dict]:
 
 
 # ---- driver -----------------------------------------------------------------------------------
-def child(kind: str, args, threads: int = 1) -> dict:
+def child(kind: str, args, threads: int = 1, time_limit: float | None = None) -> dict:
     """Run one contender in a fresh interpreter and return what it printed."""
     cmd = [
         sys.executable,
@@ -267,7 +274,7 @@ def child(kind: str, args, threads: int = 1) -> dict:
         str(threads),
         "--breakdown-networks",
         str(args.breakdown_networks),
-    ]
+    ] + (["--time-limit", str(time_limit)] if time_limit is not None else [])
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"{kind} run failed:\n{proc.stderr}")
@@ -279,7 +286,8 @@ def render(runs: dict, args, costs: dict, elapsed: float, breakdown: dict) -> st
     med = {k: {f: float(np.median([r[f] for r in v])) for f in numeric} for k, v in runs.items()}
     # The baseline of each repetition: the faster PyTorch run of that repetition.
     torch_keys = [k for k in runs if k != DS]
-    best = [min((runs[k][i] for k in torch_keys), key=lambda r: r["seconds"])
+    best = [min((runs[k][i] for k in torch_keys if not runs[k][i].get("stopped")),
+                key=lambda r: r["seconds"])
             for i in range(len(runs[DS]))]  # fmt: skip
     ratios = [t["seconds"] / d["seconds"] for d, t in zip(runs[DS], best)]
     rates = [
@@ -319,6 +327,13 @@ def render(runs: dict, args, costs: dict, elapsed: float, breakdown: dict) -> st
     ]
     for k in runs:
         m = med[k]
+        if any(r.get("stopped") for r in runs[k]):
+            lines.append(
+                f"| {k} | > {m['seconds']:.1f} (stopped: slower than the 1-thread run) | "
+                f"{m['networks']:,.0f} so far | {m['networks'] / m['seconds']:.0f} | "
+                f"{m['peak_rss_mb']:.0f} ({m['rss_after_imports_mb']:.0f}) |"
+            )
+            continue
         lines.append(
             f"| {k} | {m['seconds']:.1f} | {m['networks']:,.0f} | "
             f"{m['networks'] / m['seconds']:.0f} | {m['peak_rss_mb']:.0f} "
@@ -370,6 +385,7 @@ def main(argv=None) -> int:
         "--child", choices=("deltastats", "torch", "breakdown"), help=argparse.SUPPRESS
     )
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--time-limit", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument(
         "--breakdown-networks", type=int, default=None, help="networks of the stage timing"
     )
@@ -383,7 +399,9 @@ def main(argv=None) -> int:
         elif args.child == "breakdown":
             out = run_breakdown(args.batch, args.breakdown_networks, args.seed)
         else:
-            out = run_torch(args.batch, args.target, args.cap, args.seed, args.threads)
+            out = run_torch(
+                args.batch, args.target, args.cap, args.seed, args.threads, args.time_limit
+            )
         print(json.dumps(out))
         return 0
     t0 = time.perf_counter()
@@ -401,7 +419,10 @@ def main(argv=None) -> int:
     runs: dict = {key: [] for _, key, _ in contenders}
     for rep in range(args.reps):
         for kind, key, threads in contenders:
-            r = child(kind, args, threads)
+            # A PyTorch run slower than the one before it cannot be the baseline: it is
+            # stopped there (and reported as at least that slow) rather than run to the end.
+            limit = runs[TORCH1][rep]["seconds"] if key == torchn else None
+            r = child(kind, args, threads, limit)
             r["threads"] = threads
             runs[key].append(r)
             print(f"… {key} rep {rep}: {r['seconds']:.1f} s", file=sys.stderr, flush=True)
