@@ -287,22 +287,11 @@ def _coefficients(rows: pd.DataFrame, panel: str | None) -> pd.DataFrame | None:
 def _finite_width_figure(rows: pd.DataFrame, panel: str | None, folder: Path) -> list[Path]:
     """Relative gap of E[δ⁽¹⁾²] to infinite-width theory against 1/width, one panel per
     value of ``panel`` (or one panel), Monte Carlo with error bars, derived 1/n theory dashed."""
-    import matplotlib.pyplot as plt
-
     values = [None] if panel is None else sorted(rows[panel].unique())
+    fig, axes = _panel_grid(len(values), (4.2, 2.6), (3.4, 0.4))
     cols = min(len(values), 4)
-    nrows = -(-len(values) // cols)
-    fig, axes = plt.subplots(
-        nrows,
-        cols,
-        figsize=(4.2 * cols + 2.6, 3.4 * nrows + 0.4),
-        layout="constrained",
-        squeeze=False,
-    )
-    for ax in axes.ravel()[len(values) :]:
-        ax.set_visible(False)
     hue = "setting" if rows["setting"].nunique() > 1 else None
-    for i, (ax, value) in enumerate(zip(axes.ravel(), values)):
+    for i, (ax, value) in enumerate(zip(axes, values)):
         sub = rows if panel is None else rows[rows[panel] == value]
         plots.plot_vs_parameter(
             sub,
@@ -320,13 +309,31 @@ def _finite_width_figure(rows: pd.DataFrame, panel: str | None, folder: Path) ->
         if i != len(values) - 1 and ax.get_legend() is not None:
             ax.get_legend().remove()
     fig.suptitle("finite-width gap of E[δ²] at layer 1 against 1/width", fontsize="medium")
-    return plots.save(axes.ravel()[0], folder / "fig_finite_width")[:1]
+    return plots.save(axes[0], folder / "fig_finite_width")[:1]
+
+
+def _panel_grid(n: int, width: tuple[float, float], height: tuple[float, float]):
+    """A figure of n panels, at most 4 per row, (inches per panel, extra inches) wide and high;
+    returns the figure and its n visible axes (the unused cells of the last row are hidden)."""
+    import matplotlib.pyplot as plt
+
+    cols = min(n, 4)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(
+        rows,
+        cols,
+        figsize=(width[0] * cols + width[1], height[0] * rows + height[1]),
+        layout="constrained",
+        squeeze=False,
+    )
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.ravel()[:n])
 
 
 def _facets(pooled: pd.DataFrame, stat: str, varying: list[str]):
     """Per-layer plot of one statistic: one panel per value of the first swept parameter,
     one colour per value of the second; ``None`` when the sweep is too large to read."""
-    import matplotlib.pyplot as plt
 
     if len(varying) > 2:
         return None
@@ -338,18 +345,8 @@ def _facets(pooled: pd.DataFrame, stat: str, varying: list[str]):
     panels = [None] if panel is None else sorted(pooled[panel].unique())
     if len(panels) > 12 or (hue is not None and pooled[hue].nunique() > 10):
         return None
-    cols = min(len(panels), 4)
-    rows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(
-        rows,
-        cols,
-        figsize=(4.6 * cols + 0.8, 3.6 * rows + 0.2),
-        layout="constrained",
-        squeeze=False,
-    )
-    for ax in axes.ravel()[len(panels) :]:
-        ax.set_visible(False)
-    for ax, value in zip(axes.ravel(), panels):
+    fig, axes = _panel_grid(len(panels), (4.6, 0.8), (3.6, 0.2))
+    for ax, value in zip(axes, panels):
         sub = pooled if panel is None else pooled[pooled[panel] == value]
         positive = bool((sub.loc[sub["statistic"] == stat, "estimate"] > 0).all())
         plots.plot_layer_statistic(
