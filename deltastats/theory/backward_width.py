@@ -28,6 +28,8 @@ __all__ = ["BackwardCorrections", "backward_corrections", "backward_covered"]
 # Per-unit quantities X of one layer given θ = (M, G), (BW3), and the power of z̃ in each.
 _U, _A, _C, _E, _T, _P, _Q, _D, _K, _V, _G2 = range(11)
 _ZPOW = (0, 0, 0, 1, 2, 0, 0, 0, 0, 1, 1)
+# The quantities that carry a power of z̃ (their conditional covariance given z is not 0).
+_WITH_Z = tuple(i for i, p in enumerate(_ZPOW) if p)
 # Conditional expectations carried down the layers, (BW2): E of ‖δ‖², τ², στ, σ², σ, τ with
 # σ = 1ᵀδ and τ = z̃·δ.
 _N, _TT, _ST, _SS, _S, _TAU = range(6)
@@ -96,12 +98,13 @@ def backward_covered(net: MLP, loss: str | Loss, targets: TargetLaw | None) -> s
     return None
 
 
-def _unit_moments(phi: Activation, M: np.ndarray, G: np.ndarray, sb2: float):
+def _unit_moments(phi: Activation, M: np.ndarray, G: np.ndarray, sb2: float, cov: bool = True):
     """Mean ``(P, 11)`` and covariance ``(P, 11, 11)`` of one unit's X, (BW3), at P kernels.
 
     z ~ N(M, G) is M + z̃ + (b − μ_b) with z̃ ~ N(0, G − σ_b²) and b ~ N(μ_b, σ_b²); given
     z, z̃ is N(r(z − M), rσ_b²) with r = (G − σ_b²)/G, so powers of z̃ are integrated in
-    closed form and one quadrature in z remains (split at the kinks of φ)."""
+    closed form and one quadrature in z remains (split at the kinks of φ). ``cov=False``
+    returns the mean only (and ``None``)."""
     # φ varies on the scale |z| ~ 1: for a wide Gaussian (√G > 0.3) the rule is also split at
     # z = 0, ±1, ±3, ±9, … (else 96 nodes on ±12 standard deviations miss φ' of width 1/√G).
     points = set(phi.kinks)
@@ -114,35 +117,40 @@ def _unit_moments(phi: Activation, M: np.ndarray, G: np.ndarray, sb2: float):
         [np.full(M.shape, -_TAIL), *sorted(cuts, key=np.mean), np.full(M.shape, _TAIL)]
     )
     edges = np.sort(edges, axis=0)
-    t = np.concatenate(
-        [
-            0.5 * (lo + hi)[:, None] + 0.5 * (hi - lo)[:, None] * x
-            for lo, hi in zip(edges[:-1], edges[1:])
-        ],
-        axis=1,
-    )
-    w = (
-        np.concatenate(
-            [0.5 * (hi - lo)[:, None] * wx for lo, hi in zip(edges[:-1], edges[1:])], axis=1
-        )
-        * np.exp(-0.5 * t * t)
-        / np.sqrt(2 * np.pi)
-    )
+    # A piece of zero width at every kernel (a cut beyond ±_TAIL standard deviations) adds
+    # nothing: drop it rather than evaluate φ at its nodes.
+    live = np.any(edges[1:] > edges[:-1], axis=1)
+    lo_e, hi_e = edges[:-1][live], edges[1:][live]  # (pieces, P)
+    half = 0.5 * (hi_e - lo_e)
+    t = (0.5 * (lo_e + hi_e))[:, :, None] + half[:, :, None] * x  # (pieces, P, nodes)
+    w = half[:, :, None] * wx * np.exp(-0.5 * t * t) / np.sqrt(2 * np.pi)
+    t = np.moveaxis(t, 0, 1).reshape(M.size, -1)
+    w = np.moveaxis(w, 0, 1).reshape(M.size, -1)
     z = M[:, None] + sd * t
     h, d = phi.phi(z), phi.dphi(z)
     r = np.where(G > 0, (G - sb2) / np.where(G > 0, G, 1.0), 0.0)[:, None]
     m, v = r * sd * t, r * sb2
-    zt = [np.ones_like(z), m, m * m + v, m**3 + 3 * m * v, m**4 + 6 * m * m * v + 3 * v * v]
+    # E[X | z] = f(z)·E[z̃^p | z], with the moments of z̃ | z ~ N(m, v): 1, m, m² + v.
     h2, d2 = h * h, d * d
-    fns = [h2, d2, d2 * h2, d * h, d2, d * h, h, d, d2 * h, d, d2]
-    mean = np.stack([np.sum(w * zt[p] * f, axis=1) for p, f in zip(_ZPOW, fns)], axis=1)
-    P = M.size
-    cov = np.empty((P, 11, 11))
-    for i in range(11):
-        for j in range(i + 1):
-            e = np.sum(w * zt[_ZPOW[i] + _ZPOW[j]] * fns[i] * fns[j], axis=1)
-            cov[:, i, j] = cov[:, j, i] = e - mean[:, i] * mean[:, j]
-    return mean, cov
+    cond = (1.0, m, m * m + v)
+    f = (h2, d2, d2 * h2, d * h, d2, d * h, h, d, d2 * h, d, d2)
+    EX = np.empty((M.size, 11, z.shape[1]))
+    for i, (fi, p) in enumerate(zip(f, _ZPOW)):
+        EX[:, i] = fi * cond[p]
+    mean = np.sum(EX * w[:, None, :], axis=-1)
+    if not cov:
+        return mean, None
+    # Law of total covariance, each part free of cancellation:
+    # Cov(X_i, X_j) = E[(E[X_i|z] − μ_i)(E[X_j|z] − μ_j)] + E[f_i f_j Cov(z̃^p_i, z̃^p_j | z)],
+    # where Cov(z̃, z̃) = v, Cov(z̃, z̃²) = 2mv, Cov(z̃², z̃²) = 4m²v + 2v² (and 0 for p = 0).
+    EX -= mean[:, :, None]
+    out = np.matmul(EX * w[:, None, :], np.swapaxes(EX, 1, 2))
+    ccov = {(1, 1): v, (1, 2): 2 * m * v, (2, 2): v * (4 * m * m + 2 * v)}
+    for i in _WITH_Z:
+        for j in _WITH_Z:
+            a, b = sorted((_ZPOW[i], _ZPOW[j]))
+            out[:, i, j] += np.sum(w * f[i] * f[j] * ccov[a, b], axis=-1)
+    return mean, out
 
 
 def _chebyshev_nodes(N: int) -> np.ndarray:
@@ -163,6 +171,7 @@ class _Fn:
         inv_g = np.linalg.inv(cheb.chebvander(_chebyshev_nodes(ng), ng - 1))
         inv_m = np.linalg.inv(cheb.chebvander(_chebyshev_nodes(nm), nm - 1))
         self.coef = np.einsum("ai,kij,bj->kab", inv_m, values, inv_g)
+        self._derivatives: dict = {}
 
     def _xm(self, M):
         if self.nm == 1:
@@ -178,15 +187,31 @@ class _Fn:
 
     def __call__(self, M, G, dm: int = 0, dg: int = 0) -> np.ndarray:
         """Values (or the derivative ∂ᵈᵐ_M ∂ᵈᵍ_G) at points M, G of one shape S: (k,) + S."""
-        c = self.coef
-        if dm:
-            if self.nm == 1:
-                return np.zeros((c.shape[0],) + np.shape(M))
-            c = cheb.chebder(c, dm, scl=2 / (self.hi_m - self.lo_m), axis=1)
-        if dg:
-            c = cheb.chebder(c, dg, scl=2 / (self.hi_g - self.lo_g), axis=2)
-        # chebval2d takes the coefficients as (nm, ng, k) and returns (k,) + S
-        return cheb.chebval2d(self._xm(M), self._xg(G), np.moveaxis(c, 0, -1))
+        c = self._derivative(dm, dg)
+        shape = np.broadcast_shapes(np.shape(M), np.shape(G))
+        xm = np.broadcast_to(self._xm(M), shape).ravel()
+        xg = np.broadcast_to(self._xg(G), shape).ravel()
+        # In M, a product with the Chebyshev–Vandermonde rows (degree ≤ 11); in G, Clenshaw's
+        # recurrence, whose rounding is smooth in G and so cancels in the second differences
+        # of (BW2) (summing Vandermonde rows there loses up to a decimal digit).
+        inner = np.matmul(cheb.chebvander(xm, c.shape[1] - 1), c)  # (k, S, N_G)
+        out = cheb.chebval(xg, np.moveaxis(inner, -1, 0), tensor=False)
+        return out.reshape((c.shape[0],) + shape)
+
+    def _derivative(self, dm: int, dg: int) -> np.ndarray:
+        """Coefficients of ∂ᵈᵐ_M ∂ᵈᵍ_G, (k, N_M, N_G), computed once per order."""
+        key = (dm, dg)
+        if key not in self._derivatives:
+            c = self.coef
+            if dm:
+                if self.nm == 1:
+                    c = np.zeros_like(c)
+                else:
+                    c = cheb.chebder(c, dm, scl=2 / (self.hi_m - self.lo_m), axis=1)
+            if dg:
+                c = cheb.chebder(c, dg, scl=2 / (self.hi_g - self.lo_g), axis=2)
+            self._derivatives[key] = c
+        return self._derivatives[key]
 
 
 def _top(M, G, n_out, sb2, ey, vary, factor):
@@ -240,16 +265,16 @@ def _phis(X, deeper, n, s2, mu, b2, mb):
 def _layer_expect(mean, cov, deeper, n, s2, mu, b2, mb):
     """E Φ(X̄) = Φ(μ) + (1/2n) tr(∇²Φ Σ) at P kernels: (6, P), by second differences along
     the eigenvectors of Σ."""
-    base = _phis(mean, deeper, n, s2, mu, b2, mb)
     lam, vec = np.linalg.eigh(cov)  # (P, 11), (P, 11, 11)
-    corr = np.zeros_like(base)
     tiny = 1e-14 * np.maximum(lam.max(axis=1), 1e-300)
-    for j in range(11):
-        ok = lam[:, j] > tiny
-        step = _EPS * np.sqrt(np.where(ok, lam[:, j], 0.0) / n)[:, None] * vec[:, :, j]
-        d2 = _phis(mean + step, deeper, n, s2, mu, b2, mb) - 2 * base
-        d2 = d2 + _phis(mean - step, deeper, n, s2, mu, b2, mb)
-        corr += np.where(ok, d2, 0.0) / (2 * _EPS * _EPS)
+    ok = lam > tiny[:, None]  # (P, 11)
+    # steps along every eigenvector, (11, P, 11); Φ at X̄ and X̄ ± step in one evaluation
+    step = _EPS * np.sqrt(np.where(ok, lam, 0.0) / n)[:, None, :] * vec
+    step = np.moveaxis(step, 2, 0)
+    vals = _phis(np.concatenate([mean[None], mean + step, mean - step]), deeper, n, s2, mu, b2, mb)
+    base, plus, minus = vals[:, 0], vals[:, 1:12], vals[:, 12:]
+    d2 = plus - 2 * base[:, None] + minus  # (6, 11, P)
+    corr = np.sum(np.where(ok.T, d2, 0.0), axis=1) / (2 * _EPS * _EPS)
     return base + corr
 
 
@@ -469,7 +494,7 @@ def _boxes(phi, net, wts, Mn, G, dM, dG, C, sw2, sb2, mw, mb):
                 gm = np.linspace(pm, qm, 5 if qm > pm else 1)
                 gg = np.linspace(pg, qg, 9)
                 Mg, Gg = (a.ravel() for a in np.meshgrid(gm, gg, indexing="ij"))
-                mean, _ = _unit_moments(phi, Mg, Gg, sb2[l - 2])
+                mean, _ = _unit_moments(phi, Mg, Gg, sb2[l - 2], cov=False)
                 image = (
                     mw[l - 1] * mean[:, _Q] + mb[l - 1]
                     if j == 0

@@ -245,9 +245,12 @@ def _pooled_kurt(w, M, G, dM=0.0, dG=0.0, C=None):
         return m4 / (m2 * m2) - 3.0
 
 
-#: Hermite polynomials He_1 … He_4 (probabilists'), for derivatives of Gaussian expectations.
-def _he(k: int, t: np.ndarray) -> np.ndarray:
-    return (t, t * t - 1.0, t**3 - 3.0 * t, t**4 - 6.0 * t * t + 3.0)[k - 1]
+def _hermite(t: np.ndarray) -> tuple:
+    """Hermite polynomials He_1 … He_4 (probabilists') at t, for derivatives of Gaussian
+    expectations: t, t² − 1, t³ − 3t, t⁴ − 6t² + 3 (products, not powers: this runs at every
+    quadrature node)."""
+    t2 = t * t
+    return t, t2 - 1.0, t * (t2 - 3.0), t2 * (t2 - 6.0) + 3.0
 
 
 def _layer_functionals(phi: Activation, M: np.ndarray, G: np.ndarray) -> np.ndarray:
@@ -270,21 +273,17 @@ def _layer_functionals(phi: Activation, M: np.ndarray, G: np.ndarray) -> np.ndar
             ],
             axis=1,
         )
-    P = 12
-    mm = np.broadcast_to(M, (P,) + M.shape)
-    vv = np.broadcast_to(G, (P,) + G.shape)
-    s = np.sqrt(G)[None, :, None]
-    m = M[None, :, None]
+    s = np.sqrt(G)[:, None]
+    m = M[:, None]
 
     def f(z):
-        # every stacked row integrates over the same z: evaluate φ once
-        p = phi.phi(z[0])
-        xi = (z[0] - m[0]) / s[0]
+        # the twelve integrands share the Gaussian: φ is evaluated once per node
+        p = phi.phi(z)
+        xi = (z - m) / s
         p2 = p * p
-        out = np.empty_like(z)
+        out = np.empty((12,) + z.shape)
         out[0], out[1], out[2], out[3] = p, p2, p2 * p, p2 * p2
-        for k in range(1, 5):
-            h = _he(k, xi)
+        for k, h in enumerate(_hermite(xi), start=1):
             out[3 + k] = p * h
             out[7 + k] = p2 * h
         return out
@@ -292,7 +291,7 @@ def _layer_functionals(phi: Activation, M: np.ndarray, G: np.ndarray) -> np.ndar
     scale = float(np.max(np.maximum(np.abs(M), np.sqrt(G)))) if M.size else 1.0
     atol = 1e-10 * max(1.0, scale) ** 4  # scale ≤ √_G_MAX: finite
     # the 1/n terms need far less precision than the mean-field part: 1e−8 relative
-    return expect(f, mm, vv, kinks=phi.kinks, degree=32, rtol=1e-8, atol=atol)
+    return expect(f, M, G, kinks=phi.kinks, degree=32, rtol=1e-8, atol=atol)
 
 
 #: Largest kernel for which the 1/n terms are computed (they are carried in plain units, and

@@ -193,7 +193,9 @@ def expect(
     ----------
     f : callable
         Vectorized: called on an array of shape ``S + (N,)`` (S the broadcast shape of ``mean``
-        and ``var``, N the number of nodes), returns the same shape.
+        and ``var``, N the number of nodes), returns the same shape, or ``(R,) + S + (N,)``
+        for R integrands over the same Gaussian (the rule is then built once, and the result
+        has shape ``(R,) + S``).
     mean, var : float or ndarray
         μ and v = q ≥ 0, broadcast together to shape S. v = 0 gives f(μ).
     kinks : tuple of float
@@ -209,7 +211,7 @@ def expect(
 
     Returns
     -------
-    ndarray, shape S (a 0-d array for scalar inputs)
+    ndarray, shape S (a 0-d array for scalar inputs), or ``(R,) + S``
     """
     max_degree = _check_common(degree, max_degree, on_error)
     mean = np.asarray(mean, dtype=np.float64)
