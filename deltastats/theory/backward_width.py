@@ -47,6 +47,7 @@ _CHEB_M = 12
 _COARSE = (18, 9)
 _RTOL = 5e-3  # agreement required of the two resolutions (relative; E δ relative to √E δ²)
 _NEGLIGIBLE = 1e-12  # input nodes of smaller weight are evaluated at the range's edge
+_LOG_SPAN = 10.0  # a box's G axis spanning more than this factor is interpolated in log G
 _EPS = 0.05  # second-difference step, in standard deviations of the layer's averages
 
 
@@ -157,13 +158,36 @@ def _chebyshev_nodes(N: int) -> np.ndarray:
     return np.cos(np.pi * (np.arange(N) + 0.5) / N)
 
 
+def _log_g(box) -> bool:
+    """Whether a box's G axis is interpolated in log G: when it spans a factor between
+    _LOG_SPAN and 10⁴ (a kernel that grows or shrinks over the layers, or a wide input law),
+    where the conditional expectations are far smoother in log G than in G. Not beyond
+    (a floor at σ_b² under a kernel that explodes, where log G puts most nodes near the
+    floor) and not at the output, whose (BW2) expectations are polynomials in G."""
+    lo, hi = box[1]
+    return lo > 0 and _LOG_SPAN * lo < hi < 1e4 * lo
+
+
+def _g_nodes(box, ng: int, log: bool) -> np.ndarray:
+    """The G of the ``ng`` Chebyshev nodes of a box, in G or in log G."""
+    lo, hi = box[1]
+    if log:
+        lo, hi = np.log(lo), np.log(hi)
+    g = 0.5 * (hi + lo) + 0.5 * (hi - lo) * _chebyshev_nodes(ng)
+    return np.exp(g) if log else g
+
+
 class _Fn:
     """Smooth functions of θ = (M, G): Chebyshev interpolants of values tabulated at the
     tensor grid of Chebyshev nodes of [lo_M, hi_M] × [lo_G, hi_G] (one node in M when M is
-    fixed: the functions are then constant in M). ``values`` has shape (k, N_M, N_G)."""
+    fixed: the functions are then constant in M; the G axis in log G when the box spans a
+    wide range, ``log_g``: :func:`_log_g`). ``values`` has shape (k, N_M, N_G)."""
 
-    def __init__(self, box, values: np.ndarray):
+    def __init__(self, box, values: np.ndarray, log_g: bool = False):
         (self.lo_m, self.hi_m), (self.lo_g, self.hi_g) = box
+        self.log_g = log_g
+        if self.log_g:
+            self.lo_g, self.hi_g = np.log(self.lo_g), np.log(self.hi_g)
         k, nm, ng = values.shape
         self.nm = nm
         # Tensor-product interpolation is separable: coef = Vm⁻¹ · values · Vg⁻ᵀ with V the
@@ -180,14 +204,29 @@ class _Fn:
         return np.clip((2 * np.asarray(M, float) - self.hi_m - self.lo_m) / span, -1, 1)
 
     def _xg(self, G):
+        g = np.asarray(G, float)
+        if self.log_g:
+            g = np.log(np.maximum(g, np.exp(self.lo_g)))
         span = self.hi_g - self.lo_g
         # Clipped: an interpolant is never extrapolated (the ranges are built to contain
         # every point the recursion evaluates, up to rounding).
-        return np.clip((2 * np.asarray(G, float) - self.hi_g - self.lo_g) / span, -1, 1)
+        return np.clip((2 * g - self.hi_g - self.lo_g) / span, -1, 1)
 
     def __call__(self, M, G, dm: int = 0, dg: int = 0) -> np.ndarray:
-        """Values (or the derivative ∂ᵈᵐ_M ∂ᵈᵍ_G) at points M, G of one shape S: (k,) + S."""
-        c = self._derivative(dm, dg)
+        """Values (or the derivative ∂ᵈᵐ_M ∂ᵈᵍ_G, dg ≤ 2) at points M, G of one shape S:
+        (k,) + S."""
+        if not self.log_g or dg == 0:
+            return self._eval(self._derivative(dm, dg), M, G)
+        # in u = log G: ∂_G F = F_u / G, ∂²_G F = (F_uu − F_u) / G²
+        g = np.asarray(G, float)
+        f_u = self._eval(self._derivative(dm, 1), M, G)
+        if dg == 1:
+            return f_u / g
+        if dg == 2:
+            return (self._eval(self._derivative(dm, 2), M, G) - f_u) / (g * g)
+        raise ValueError(f"dg must be 0, 1 or 2, got {dg}")
+
+    def _eval(self, c: np.ndarray, M, G) -> np.ndarray:
         shape = np.broadcast_shapes(np.shape(M), np.shape(G))
         xm = np.broadcast_to(self._xm(M), shape).ravel()
         xg = np.broadcast_to(self._xg(G), shape).ravel()
@@ -199,7 +238,8 @@ class _Fn:
         return out.reshape((c.shape[0],) + shape)
 
     def _derivative(self, dm: int, dg: int) -> np.ndarray:
-        """Coefficients of ∂ᵈᵐ_M ∂ᵈᵍ_G, (k, N_M, N_G), computed once per order."""
+        """Coefficients of ∂ᵈᵐ_M ∂ᵈᵍ (in the interpolation coordinates), (k, N_M, N_G),
+        computed once per order."""
         key = (dm, dg)
         if key not in self._derivatives:
             c = self.coef
@@ -343,7 +383,10 @@ def backward_corrections(
     degree : int or (int, int)
         Input-law rule (see :meth:`~deltastats.model.inputs.InputLaw.summary_rule`); the
         result is checked against a rule of three quarters of the degree and a coarser
-        interpolation (they must agree to 0.5 %).
+        interpolation (they must agree to 0.5 %). The conditional expectations are
+        interpolated in G, and, where that is not resolved, in log G on the layers whose
+        kernel spans a factor of more than 10 (a kernel that grows or shrinks over the
+        layers, or a wide input law).
 
     Returns
     -------
@@ -394,28 +437,37 @@ def backward_corrections(
     # the boxes hold the nodes of the finer rule (a superset of the coarser one's range)
     boxes = _boxes(phi, net, rules[1][0].weights, *rules[1][1], sw2, sb2, mw, mb)
     top = (n[-1], sb2[-1], ey, vary, factor)
-    for (rule, nodes), (ng, nm) in zip(rules, (_COARSE, (_CHEB_G, _CHEB_M))):
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            fns = _tables(phi, net, boxes, ng, nm, top)
-            runs.append(_evaluate(fns, rule.weights, *nodes, n, sw2, sb2))
-    (sq0, mean0, grad0), (sq, mean, grad) = runs
-    finite = all(np.all(np.isfinite(a)) for a in (sq, mean, grad, sq0, mean0, grad0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        gap = max(
-            np.max(np.abs(sq - sq0) / np.abs(sq)),
-            np.max(np.abs(grad - grad0) / np.abs(grad)),
-            np.max(np.abs(mean - mean0) / np.sqrt(np.abs(sq))),
-        )
-    if not finite or not gap <= _RTOL:
-        raise TheoryNotCovered(
-            "the backward 1/n recursion is not resolved here (two resolutions disagree by "
-            f"{gap:.2g} relative): e.g. a layer whose units are nearly all inactive"
-        )
-    return BackwardCorrections(delta_sq=sq, delta_mean=mean, grad_w_sq=grad)
+    # Interpolation in G first; where that is not resolved, in log G (:func:`_log_g`). Each
+    # result is only returned if its own two resolutions agree.
+    gaps = []
+    for log in (False, True):
+        runs = []
+        for (rule, nodes), (ng, nm) in zip(rules, (_COARSE, (_CHEB_G, _CHEB_M))):
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                fns = _tables(phi, net, boxes, ng, nm, top, log)
+                runs.append(_evaluate(fns, rule.weights, *nodes, n, sw2, sb2))
+        (sq0, mean0, grad0), (sq, mean, grad) = runs
+        finite = all(np.all(np.isfinite(a)) for a in (sq, mean, grad, sq0, mean0, grad0))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            gap = max(
+                np.max(np.abs(sq - sq0) / np.abs(sq)),
+                np.max(np.abs(grad - grad0) / np.abs(grad)),
+                np.max(np.abs(mean - mean0) / np.sqrt(np.abs(sq))),
+            )
+        if finite and gap <= _RTOL:
+            return BackwardCorrections(delta_sq=sq, delta_mean=mean, grad_w_sq=grad)
+        gaps.append(gap if finite else np.inf)
+        if not any(_log_g(b) for b in boxes[:-1]):
+            break  # no box for log G: the same tables again
+    raise TheoryNotCovered(
+        "the backward 1/n recursion is not resolved here (two resolutions disagree by "
+        f"{min(gaps):.2g} relative): e.g. a layer whose units are nearly all inactive"
+    )
 
 
-def _tables(phi, net, boxes, ng, nm_max, top) -> list:
-    """The interpolants of F_l, l = 1 … L (list index l − 1), from the top down, (BW2)."""
+def _tables(phi, net, boxes, ng, nm_max, top, log: bool = False) -> list:
+    """The interpolants of F_l, l = 1 … L (list index l − 1), from the top down, (BW2);
+    ``log``: in log G on the boxes :func:`_log_g` accepts."""
     n, L = net.widths, net.depth
     sw2 = np.array(net.layer_sigma_w, float) ** 2
     sb2 = np.array(net.layer_sigma_b, float) ** 2
@@ -423,17 +475,18 @@ def _tables(phi, net, boxes, ng, nm_max, top) -> list:
     mb = np.array(net.layer_mu_b, float)
     fns = [None] * L
     for l in range(L, 0, -1):
-        (lo_m, hi_m), (lo_g, hi_g) = boxes[l - 1]
+        (lo_m, hi_m), _ = boxes[l - 1]
         nm = 1 if lo_m == hi_m else nm_max
         gm = 0.5 * (hi_m + lo_m) + 0.5 * (hi_m - lo_m) * _chebyshev_nodes(nm)
-        gg = 0.5 * (hi_g + lo_g) + 0.5 * (hi_g - lo_g) * _chebyshev_nodes(ng)
+        log_g = log and l < L and _log_g(boxes[l - 1])
+        gg = _g_nodes(boxes[l - 1], ng, log_g)
         Mg, Gg = (a.ravel() for a in np.meshgrid(gm, gg, indexing="ij"))
         if l == L:
             table = _top(Mg, Gg, *top)
         else:
             mean_x, cov_x = _unit_moments(phi, Mg, Gg, sb2[l - 1])
             table = _layer_expect(mean_x, cov_x, fns[l], n[l], sw2[l], mw[l], sb2[l], mb[l])
-        fns[l - 1] = _Fn(boxes[l - 1], table.reshape(6, nm, ng))
+        fns[l - 1] = _Fn(boxes[l - 1], table.reshape(6, nm, ng), log_g)
     return fns
 
 
