@@ -88,6 +88,30 @@ def test_bit_identical_across_threads_and_chunks(case):
         assert_identical(ref, t)
 
 
+@pytest.mark.parametrize("layout", [("copy", 1), ("copy", 2), ("swap", 1), ("direct", 2)])
+@pytest.mark.parametrize("shared", [False, True])
+def test_every_forward_layout_is_split_invariant_and_agrees(monkeypatch, layout, shared):
+    """Each call for z = h Wᵀ (a Wᵀ copy, zᵀ = W hᵀ, row blocks), forced whatever this machine's
+    BLAS would choose: the same bits for every split, the direct product's values to rounding."""
+    net, params, x, y = _problem((20, 48, 96, 3), shared=shared, dtype=np.float32)
+    ref = ds.backprop(net, params, x, y)
+    monkeypatch.setattr(passes, "_forward_layout", lambda *args: layout)
+    one = ds.backprop(net, params, x, y, threads=1, chunk_size=params.n_networks)
+    for threads, chunk in [(1, 1), (2, 3), (3, None)]:
+        assert_identical(one, ds.backprop(net, params, x, y, threads=threads, chunk_size=chunk))
+    for a, b in zip(one.delta + one.z, ref.delta + ref.z):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5 * np.abs(b).max())
+
+
+def test_wide_float32_layers_are_split_invariant():
+    """Width 256, B = 64: the product is too large for the small-GEMM path (on AVX-512
+    OpenBLAS the engine then computes zᵀ = W hᵀ in float32)."""
+    net, params, x, y = _problem((16, 256, 256, 2), M=5, dtype=np.float32)
+    ref = ds.backprop(net, params, x, y, threads=1, chunk_size=5)
+    for threads, chunk in [(1, 1), (2, 2), (None, None)]:
+        assert_identical(ref, ds.backprop(net, params, x, y, threads=threads, chunk_size=chunk))
+
+
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c["act"])
 def test_keeping_fewer_layers_changes_no_bits(case):
     """In-place buffers (nothing kept) and stored z/h (all kept) give the same δ and loss."""

@@ -24,9 +24,10 @@ repetitions and as ratios:
     passing the previous trace as ``out=`` (no fresh memory to page in: a streaming loop),
     (a‴) δ only with the compiled one-pass kernels switched to the other setting than this
     machine's default (``engine.USE_COMPILED_KERNELS``), which shows what the kernels gain;
-(b) the engine's bare matmuls: the same 2L − 1 stacked matmul calls per chunk, same thread
-    split, no element-wise work — the floor the engine can reach; also the same matmuls as
-    whole-stack numpy ``matmul`` calls with multi-threaded BLAS (the pre-threading engine);
+(b) the engine's bare matmuls: the same 2L − 1 stacked matmul calls per chunk (with the
+    engine's forward layout and row splits, see ``forward_layouts``), same thread split, no
+    element-wise work — the floor the engine can reach; also the same matmuls as whole-stack
+    numpy ``matmul`` calls with multi-threaded BLAS (the pre-threading engine);
 (c) one large square GEMM with the same FLOP count (multi-threaded BLAS): the machine's rate;
 (d) PyTorch autograd with ``bmm`` (``baddbmm`` forward, ``retain_grad`` for δ; z⁽¹⁾ is made a
     leaf so autograd does not compute an input gradient nobody asked for), when installed;
@@ -142,18 +143,27 @@ def bare_matmuls_runner(params, x) -> Callable[[], None]:
     tasks = [slice(m0, min(m0 + chunk, M)) for m0 in range(0, M, chunk)]
     local = __import__("threading").local()
 
+    forward = _engine.passes._forward_layout(B, n, n, x.dtype)
+    back_rows = _engine.passes._row_blocks(B, n, n)
+
     def one(s):
-        bufs = local.__dict__.setdefault("bufs", [np.empty((chunk, B, n), x.dtype) for _ in "ab"])
+        bufs = local.__dict__.setdefault("bufs", {})
         c = s.stop - s.start
-        a, b = bufs[0][:c], bufs[1][:c]
+
+        def work(key, shape):  # the engine's per-thread scratch arrays, (chunk, *shape)
+            if key not in bufs:
+                bufs[key] = np.empty((chunk, *shape), x.dtype)
+            return bufs[key][:c]
+
+        a, b = work("a", (B, n)), work("b", (B, n))
         h = x[s]
         for l in range(len(W)):
             out = a if l % 2 == 0 else b
-            np.matmul(h, W[l][s].swapaxes(-1, -2), out=out)
+            _engine.passes._forward_product(forward, h, W[l][s], out, work)
             h = out
         for l in range(len(W) - 2, -1, -1):
             out = a if h is b else b
-            np.matmul(h, W[l + 1][s], out=out)
+            _engine.passes._matmul_rows(h, W[l + 1][s], out, back_rows)
             h = out
 
     pool = ThreadPoolExecutor(n_threads) if n_threads > 1 else None
@@ -389,8 +399,20 @@ def kernels_chosen() -> str:
     return (
         f"engine.USE_COMPILED_KERNELS = {_engine.USE_COMPILED_KERNELS} (numpy's float64 tanh: "
         f"{tanh}); BLAS kernels {', '.join(arch) or 'unknown'}, backward row split "
-        f"{'on' if blas_is_avx512() else 'off'} (AVX-512 small-GEMM path)"
+        f"{'on' if blas_is_avx512() else 'off'} (AVX-512 small-GEMM path); forward product "
+        f"z = h Wᵀ at B = {BATCH}: {forward_layouts()}"
     )
+
+
+def forward_layouts() -> str:
+    """The engine's call for the forward product per width and dtype (passes._forward_layout:
+    direct h Wᵀ, a Wᵀ copy for the untransposed product, or zᵀ = W hᵀ copied into z)."""
+    cells = []
+    for dtype in ("float64", "float32"):
+        for n in (32, 128, 512):
+            layout, k = _engine.passes._forward_layout(BATCH, n, n, dtype)
+            cells.append(f"{dtype} n={n} {layout}" + (f" ({k} row blocks)" if k > 1 else ""))
+    return ", ".join(cells)
 
 
 def render(results: dict, args, cpus: int, elapsed: float) -> str:
