@@ -17,7 +17,7 @@ from ..model.activations import Activation
 from ..model.inputs import InputLaw
 from ..model.losses import Loss, get_loss
 from ..model.networks import MLP
-from ..model.targets import Constant, Gaussian, TargetLaw
+from ..model.targets import Constant, Gaussian, OneHot, TargetLaw
 from ._common import TheoryNotCovered
 from .input_law import first_layer, input_rule
 from .meanfield import _check_net
@@ -90,11 +90,11 @@ def backward_covered(net: MLP, loss: str | Loss, targets: TargetLaw | None) -> s
     name = loss.name if isinstance(loss, Loss) else get_loss(loss).name
     if name not in ("mse", "sum_squares"):
         return f"loss={name!r}: derived for squared-error losses only"
-    if targets is not None and not isinstance(targets, (Constant, Gaussian)):
-        # one-hot classes sum to 1 over the units, a teacher's targets depend on the input
+    if targets is not None and not isinstance(targets, (Constant, Gaussian, OneHot)):
+        # a teacher's or a data set's targets depend on the input
         return (
             f"targets {type(targets).__name__}: the recursion needs targets independent of the "
-            "network and across output units (targets.constant, targets.gaussian)"
+            "input and the network (targets.constant, targets.gaussian, targets.one_hot)"
         )
     return None
 
@@ -254,8 +254,12 @@ class _Fn:
         return self._derivatives[key]
 
 
-def _top(M, G, n_out, sb2, ey, vary, factor):
-    """(BW2) at the output, δ⁽ᴸ⁾ = c(z − y): E of ‖δ‖², τ², στ, σ², σ, τ given θ_L."""
+def _top(M, G, n_out, sb2, ey, vary, factor, vsum):
+    """(BW2) at the output, δ⁽ᴸ⁾ = c(z − y): E of ‖δ‖², τ², στ, σ², σ, τ given θ_L.
+
+    Only σ² = (1ᵀδ)² sees how the targets co-vary across units: E σ² = n(s + σ_b²) + n²ω²
+    + Var(Σ_i y_i), with ``vsum`` = Var(Σ_i y_i)/n (Var y_i for independent units, 0 for
+    one-hot targets, whose sum is 1)."""
     s = G - sb2
     om = M - ey  # E(z_i − y_i)
     ew2 = sb2 + vary + om * om  # E w², w = z − z̃ − y
@@ -265,7 +269,7 @@ def _top(M, G, n_out, sb2, ey, vary, factor):
             n * (s + ew2),
             n * (2 * s * s + s * ew2) + n * n * s * s,
             n * (n + 1) * s * om,
-            n * (s + sb2 + vary) + n * n * om * om,
+            n * (s + sb2 + vsum) + n * n * om * om,
             n * om,
             n * s,
         )
@@ -436,7 +440,8 @@ def backward_corrections(
         rules.append((rule, nodes))
     # the boxes hold the nodes of the finer rule (a superset of the coarser one's range)
     boxes = _boxes(phi, net, rules[1][0].weights, *rules[1][1], sw2, sb2, mw, mb)
-    top = (n[-1], sb2[-1], ey, vary, factor)
+    vsum = 0.0 if isinstance(targets, OneHot) else vary  # Var(Σ_i y_i) / n_L
+    top = (n[-1], sb2[-1], ey, vary, factor, vsum)
     # Interpolation in G first; where that is not resolved, in log G (:func:`_log_g`). Each
     # result is only returned if its own two resolutions agree.
     gaps = []
