@@ -400,11 +400,47 @@ LAYER_OUTPUTS = (
 )
 
 
+#: Partial sums of :func:`_wide_sums`: enough independent chains of additions to keep the
+#: vector units busy on a weight gradient (10⁴–10⁶ entries), where four chains
+#: (:func:`_lane_sums`, sized for a row of δ) leave the sweep bound by the adds' latency.
+_WIDE = 64
+
+
+@numba.njit(**_JIT)
+def _wide_sums(x, c, inv, s, q):
+    """(Σ_i a_i, Σ_i a_i²) with a_i = (x_i − c)·inv, in float64, in :data:`_WIDE` partial sums
+    (lane q sums the entries i ≡ q mod _WIDE in order; then a fixed pairwise tree over the
+    lanes): a fixed order, whatever the machine's vector width. ``s``, ``q`` (_WIDE,) scratch
+    (two arrays, not rows of one, so that the compiler sees they cannot overlap)."""
+    N = x.size
+    W = _WIDE
+    s[:] = 0.0
+    q[:] = 0.0
+    nW = N - N % W
+    for i in range(0, nW, W):
+        for k in range(W):
+            a = (np.float64(x[i + k]) - c) * inv
+            s[k] += a
+            q[k] += a * a
+    for i in range(nW, N):
+        a = (np.float64(x[i]) - c) * inv
+        s[i - nW] += a
+        q[i - nW] += a * a
+    w = W
+    while w > 1:
+        w //= 2
+        for k in range(w):
+            s[k] += s[k + w]
+            q[k] += q[k + w]
+    return s[0], q[0]
+
+
 @numba.njit(**_JIT)
 def _weight_features(g, c, inv, out):
     N = g.shape[1]
+    s, q = np.empty(_WIDE), np.empty(_WIDE)
     for m in range(g.shape[0]):
-        total, squares = _lane_sums(g[m], c, inv)
+        total, squares = _wide_sums(g[m], c, inv, s, q)
         mean = total / N
         out[m, 0, MEAN] = mean
         out[m, 0, MEAN_SQ] = squares / N
