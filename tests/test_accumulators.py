@@ -284,3 +284,33 @@ def test_parallel_jobs_with_network0_shifts_reproduce_estimate_exactly():
     assert (got.statistic == want.statistic).all()
     with pytest.raises(ValueError, match="keep_networks=True"):
         E.summarize(merged, method="bootstrap")
+
+
+def test_a_feature_stack_and_a_dict_in_any_order_give_the_same_bits():
+    from deltastats.stats.stacked import FeatureStack
+
+    rng = np.random.default_rng(5)
+    M = 70
+    feats = _random_features(rng, M)
+    valid = rng.random(M) > 0.1
+    kw = dict(block=8, n_groups=3, keep_networks=True)
+    ref = _feed(FeatureAccumulator(**kw), feats, valid, 0, M, [M]).summary()
+    acc = FeatureAccumulator(**kw)
+    acc.update(FeatureStack.of({k: v[:30] for k, v in feats.items()}, 30), valid[:30])
+    acc.update({k: feats[k][30:] for k in reversed(list(feats))}, valid[30:])  # other order
+    _assert_same_summary(acc.summary(), ref)
+    assert list(acc.summary().mean) == list(feats)
+    with pytest.raises(ValueError, match="changed between chunks"):
+        acc.update({"a": feats["a"][:2]})
+
+
+def test_first_nonfinite_key_skips_exempt_columns():
+    from deltastats.stats.stacked import first_nonfinite_key
+
+    f = np.zeros((4, 9))
+    keys = np.array([1, 1, 0, 2, 2, 2, 3, 0, 3])
+    f[1, 2] = -np.inf  # exempt column: not counted
+    f[2, 4], f[2, 8] = np.nan, np.inf  # keys 2 and 3: the smallest wins
+    f[3, 7], f[3, 6] = np.nan, -np.inf
+    got = first_nonfinite_key(f, keys, 99)
+    np.testing.assert_array_equal(got, [99, 99, 2, 3])

@@ -49,13 +49,27 @@ from .. import checks
 from ..engine import Trace
 from ..model.networks import MLP, Params
 from .features import (
+    LAYER_OUTPUTS,
     MEAN,
+    N_SCALAR,
+    N_STEIN_MV,
     P1,
     FeatureKey,
-    block_moments,
     layer_features,
-    power_of_two_scale,
     weight_features,
+)
+from .shifts import (
+    _finite_or_zero,
+    _scale,
+    _trace_arrays,
+    layer_consts,
+    network_shifts,
+)
+from .stacked import (
+    FeatureLayout,
+    FeatureStack,
+    combine_moments,
+    first_nonfinite_key,
 )
 
 #: Default number of networks per reduction block.
@@ -69,13 +83,14 @@ DEFAULT_GROUPS = 20
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class _Stats:
-    """Reduced statistics of a set of networks: count, means, co-moments, jackknife sums."""
+    """Reduced statistics of a set of networks: count, means, co-moments, jackknife sums,
+    every feature array's side by side (:class:`~deltastats.stats.stacked.FeatureLayout`)."""
 
     count: int
-    mean: dict  # name -> (S, k)
-    comoment: dict  # name -> (S, k, k)
+    mean: np.ndarray  # (F,)
+    comoment: np.ndarray  # (C,): each array's (S, k, k) co-moments, flattened
     group_count: np.ndarray  # (G,)
-    group_sum: dict  # name -> (G, S, k)
+    group_sum: np.ndarray  # (G, F)
 
 
 @dataclass
@@ -88,7 +103,7 @@ class _Node:
 @dataclass
 class _Buffer:
     start: int
-    features: dict  # name -> (n, S, k) float64
+    features: np.ndarray  # (n, F) float64: the stacked rows of the networks
     valid: np.ndarray  # (n,) bool
 
     @property
@@ -127,38 +142,30 @@ class MomentSummary:
     per_network: dict | None = field(default=None, repr=False)
 
 
-def _reduce_block(buf: _Buffer, n_groups: int) -> _Stats:
-    """Two-pass reduction of the networks in one buffer (one block, or a partial block)."""
-    valid = buf.valid
-    rows = np.flatnonzero(valid)
+def _reduce_block(buf: _Buffer, layout: FeatureLayout, n_groups: int) -> _Stats:
+    """Two-pass reduction of the networks in one buffer (one block, or a partial block), all
+    feature arrays in one compiled call (non-finite features propagate as NaN)."""
+    rows = np.flatnonzero(buf.valid)
     groups = (buf.start + rows) % n_groups  # global network index mod G
-    n = rows.size
     group_count = np.bincount(groups, minlength=n_groups).astype(np.int64)
-    mean, com, gsum = {}, {}, {}
-    for name, f in buf.features.items():
-        # Non-finite features propagate as NaN (compiled loops, feature_kernels.py).
-        mean[name], com[name], gsum[name] = block_moments(f, rows, groups, n_groups)
-    return _Stats(n, mean, com, group_count, gsum)
+    mean, com, gsum = layout.reduce(buf.features, rows, groups, n_groups)
+    return _Stats(rows.size, mean, com, group_count, gsum)
 
 
-def _combine(a: _Stats, b: _Stats) -> _Stats:
+def _combine(a: _Stats, b: _Stats, layout: FeatureLayout) -> _Stats:
     """Chan et al.'s pairwise merge (2) of two disjoint sets of networks."""
     gc = a.group_count + b.group_count
-    gsum = {k: a.group_sum[k] + b.group_sum[k] for k in a.group_sum}
+    gsum = a.group_sum + b.group_sum
     if b.count == 0 or a.count == 0:
         src = a if b.count == 0 else b
-        return _Stats(src.count, dict(src.mean), dict(src.comoment), gc, gsum)
-    n = a.count + b.count
-    wb = b.count / n
-    mean, com = {}, {}
-    with np.errstate(invalid="ignore"):  # non-finite features propagate as NaN
-        for k in a.mean:
-            d = b.mean[k] - a.mean[k]
-            mean[k] = a.mean[k] + d * wb
-            com[k] = (
-                a.comoment[k] + b.comoment[k] + d[..., :, None] * d[..., None, :] * (a.count * wb)
-            )
-    return _Stats(n, mean, com, gc, gsum)
+        return _Stats(src.count, src.mean.copy(), src.comoment.copy(), gc, gsum)
+    mean = np.empty_like(a.mean)
+    com = np.empty_like(a.comoment)
+    combine_moments(
+        a.count, b.count, a.mean, b.mean, a.comoment, b.comoment, layout.pair_i, layout.pair_j,
+        mean, com,
+    )  # fmt: skip
+    return _Stats(a.count + b.count, mean, com, gc, gsum)
 
 
 class FeatureAccumulator:
@@ -199,8 +206,8 @@ class FeatureAccumulator:
         self.keep_networks = bool(keep_networks)
         self.end = self.start
         self._pieces: list = []  # _Buffer (partial blocks at the ends) and _Node, in order
-        self._kept: list = []  # per-network features (dict of (n, S, k)) in order, if kept
-        self._shapes: dict | None = None
+        self._kept: list = []  # stacked per-network features (n, F) in order, if kept
+        self._layout: FeatureLayout | None = None
 
     # -- feeding ---------------------------------------------------------------------------
     def update(self, features: dict, valid: np.ndarray | None = None) -> None:
@@ -210,33 +217,49 @@ class FeatureAccumulator:
         ----------
         features : dict of str → ndarray, shape ``(M, S, k)``
             Per-network feature arrays (any float dtype; stored as float64). Every call must
-            use the same names and ``(S, k)`` shapes.
+            use the same names and ``(S, k)`` shapes. A
+            :class:`~deltastats.stats.stacked.FeatureStack` of this accumulator's layout is
+            taken without a copy.
         valid : ndarray of bool, shape ``(M,)``, optional
             False for networks to exclude (e.g. overflowed); they keep their index (so the
             blocks and groups of the others do not move) but contribute nothing.
         """
-        if not features:
-            raise ValueError("features must be a non-empty dict of (M, S, k) arrays")
-        feats = {k: np.asarray(v, dtype=np.float64) for k, v in features.items()}
-        Ms = {v.shape[0] for v in feats.values()}
-        if any(v.ndim != 3 for v in feats.values()) or len(Ms) != 1:
-            raise ValueError("every feature array must have shape (M, S, k) with the same M")
-        shapes = {k: v.shape[1:] for k, v in feats.items()}
-        if self._shapes is None:
-            self._shapes = shapes
-        elif shapes != self._shapes:
-            raise ValueError(
-                f"feature names/shapes changed between chunks: {self._shapes} then {shapes}"
-            )
-        M = Ms.pop()
+        stack = self._stack(features)
+        M = stack.data.shape[0]
         if M == 0:
             return
         valid = np.ones(M, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
         if valid.shape != (M,):
             raise ValueError(f"valid must have shape ({M},), got {valid.shape}")
         if self.keep_networks:
-            self._kept.append({k: v[valid] for k, v in feats.items()})
-        self._append(_Buffer(self.end, feats, valid.copy()))
+            self._kept.append(stack.data[valid])
+        self._append(_Buffer(self.end, stack.data, valid.copy()))
+
+    def _stack(self, features) -> FeatureStack:
+        """The chunk's features as a stack of this accumulator's layout (set by the first)."""
+        if isinstance(features, FeatureStack) and (
+            self._layout is None or features.layout.same(self._layout)
+        ):
+            self._layout = features.layout
+            return features
+        if not features:
+            raise ValueError("features must be a non-empty dict of (M, S, k) arrays")
+        feats = {k: np.asarray(v) for k, v in features.items()}
+        Ms = {v.shape[0] for v in feats.values() if v.ndim == 3}
+        if any(v.ndim != 3 for v in feats.values()) or len(Ms) != 1:
+            raise ValueError("every feature array must have shape (M, S, k) with the same M")
+        shapes = {k: v.shape[1:] for k, v in feats.items()}
+        if self._layout is None:
+            self._layout = FeatureLayout.of(shapes)
+        elif shapes != self._layout.shape_dict():
+            raise ValueError(
+                f"feature names/shapes changed between chunks: {self._layout.shape_dict()} "
+                f"then {shapes}"
+            )
+        stack = FeatureStack.empty(self._layout, Ms.pop())
+        for k, v in feats.items():  # in the layout's order, whatever the dict's
+            stack[k][...] = v
+        return stack
 
     def _append(self, buf: _Buffer) -> None:
         """Append raw networks at the end; complete blocks become tree nodes."""
@@ -248,7 +271,7 @@ class FeatureAccumulator:
             last = self._pieces.pop()
             buf = _Buffer(
                 last.start,
-                {k: np.concatenate([last.features[k], buf.features[k]]) for k in buf.features},
+                np.concatenate([last.features, buf.features]),
                 np.concatenate([last.valid, buf.valid]),
             )
         self.end = buf.end
@@ -261,7 +284,8 @@ class FeatureAccumulator:
         if first > buf.start:  # head: the rest of a block that began before this accumulator
             self._pieces.append(self._slice(buf, buf.start, first))
         for s in range(first, last_b, K):
-            node = _Node(0, s // K, _reduce_block(self._slice(buf, s, s + K), self.n_groups))
+            stats = _reduce_block(self._slice(buf, s, s + K), self._layout, self.n_groups)
+            node = _Node(0, s // K, stats)
             self._push(node)
         if last_b < buf.end:
             self._pieces.append(self._slice(buf, last_b, buf.end))
@@ -269,7 +293,7 @@ class FeatureAccumulator:
     @staticmethod
     def _slice(buf: _Buffer, s: int, e: int) -> _Buffer:
         i, j = s - buf.start, e - buf.start
-        return _Buffer(s, {k: v[i:j] for k, v in buf.features.items()}, buf.valid[i:j])
+        return _Buffer(s, buf.features[i:j], buf.valid[i:j])
 
     def _push(self, node: _Node) -> None:
         """Binary-counter push: combine with the left sibling while there is one."""
@@ -283,7 +307,8 @@ class FeatureAccumulator:
             ):
                 break
             self._pieces.pop()
-            node = _Node(node.level + 1, top.index // 2, _combine(top.stats, node.stats))
+            stats = _combine(top.stats, node.stats, self._layout)
+            node = _Node(node.level + 1, top.index // 2, stats)
         self._pieces.append(node)
 
     # -- merging ---------------------------------------------------------------------------
@@ -310,8 +335,8 @@ class FeatureAccumulator:
             return copy.deepcopy(other)
         if other.end == other.start:
             return copy.deepcopy(self)
-        if self._shapes != other._shapes:
-            raise ValueError("accumulators hold different feature names/shapes")
+        if not self._layout.same(other._layout):
+            raise ValueError("accumulators hold different feature names/shapes (or orders)")
         if self.end == other.start:
             left, right = self, other
         elif other.end == self.start:
@@ -342,8 +367,11 @@ class FeatureAccumulator:
     def _fold(self) -> _Stats | None:
         total = None
         for piece in self._pieces:
-            s = piece.stats if isinstance(piece, _Node) else _reduce_block(piece, self.n_groups)
-            total = s if total is None else _combine(total, s)
+            if isinstance(piece, _Node):
+                s = piece.stats
+            else:
+                s = _reduce_block(piece, self._layout, self.n_groups)
+            total = s if total is None else _combine(total, s, self._layout)
         return total
 
     def summary(self) -> MomentSummary:
@@ -352,15 +380,19 @@ class FeatureAccumulator:
         if total is None:
             raise ValueError("the accumulator is empty: feed at least one chunk with update()")
         n = total.count
-        cov = {
-            k: (c / (n - 1) if n >= 2 else np.full_like(c, np.nan))
-            for k, c in total.comoment.items()
-        }
+        lay = self._layout
+        cov = total.comoment / (n - 1) if n >= 2 else np.full_like(total.comoment, np.nan)
         per_net = None
         if self.keep_networks:
-            per_net = {k: np.concatenate([d[k] for d in self._kept]) for k in total.mean}
+            per_net = lay.arrays(np.concatenate(self._kept))
         return MomentSummary(
-            n, self.n_seen, total.mean, cov, total.group_count, total.group_sum, per_net
+            n,
+            self.n_seen,
+            lay.arrays(total.mean),
+            lay.arrays(cov, comoments=True),
+            total.group_count.copy(),
+            lay.arrays(total.group_sum),
+            per_net,
         )
 
 
@@ -372,111 +404,6 @@ def merge(a: FeatureAccumulator | BackpropAccumulator, b):
 # ---------------------------------------------------------------------------------------------
 # Features of a backprop trace
 # ---------------------------------------------------------------------------------------------
-def _finite_or_zero(a: np.ndarray) -> np.ndarray:
-    a = np.array(a, dtype=np.float64)
-    a[~np.isfinite(a)] = 0.0
-    return a
-
-
-#: The kernel's per-layer feature arrays, in the order the accumulator has always stored them
-#: (the weight-gradient features go between the sixth and the seventh).
-_LAYER_FEATURES = (
-    "delta/unit",
-    "delta/pool",
-    "z/unit",
-    "z/pool",
-    "lognorm/pool",
-    "dsq/pool",
-    "stein/unit",
-    "stein/pool",
-)
-
-
-def network_shifts(
-    sh: dict, layer: int, delta0: np.ndarray, z0=None, grad0=None, loss0=None
-) -> None:
-    """Fill ``sh`` with the shifts c and scales s of layer ``layer`` from network 0's values.
-
-    Shifts are network 0's batch means (non-finite → 0), scales the powers of two of
-    :func:`~deltastats.stats.features.power_of_two_scale` (1 for every ordinary run). Both
-    accumulators use this, so the engine's trace and the same arrays given by hand get the
-    same shifts and hence the same bits.
-
-    Parameters
-    ----------
-    delta0, z0 : ndarray ``(B, n_l)``
-        Network 0's δ⁽ˡ⁾ and z⁽ˡ⁾ (``z0`` optional).
-    grad0 : ndarray or None
-        Network 0's gradient of the layer's weights, any shape.
-    loss0 : ndarray ``(B,)`` or None
-        Network 0's per-sample losses (sets the loss shift and scale once, with layer 1).
-    """
-    with np.errstate(all="ignore"):
-        if loss0 is not None:
-            sh["loss"] = _finite_or_zero(np.mean(loss0, dtype=np.float64))
-            sh["loss/scale"] = power_of_two_scale(np.asarray(loss0, np.float64) - sh["loss"])
-        d = np.asarray(delta0, dtype=np.float64)
-        sh[f"delta/{layer}"] = c = _finite_or_zero(d.mean(axis=0))
-        sh[f"delta/{layer}/scale"] = power_of_two_scale(d - c)
-        if z0 is not None:
-            z = np.asarray(z0, dtype=np.float64)
-            sh[f"z/{layer}"] = c = _finite_or_zero(z.mean(axis=0))
-            sh[f"z/{layer}/scale"] = power_of_two_scale(z - c)
-        sh[f"lognorm/{layer}"] = _finite_or_zero(_log_norm(d[None])[0].mean())
-        sh[f"dsq/{layer}"] = _finite_or_zero(np.mean(d * d))
-        if grad0 is not None:
-            g = np.asarray(grad0, dtype=np.float64)
-            sh[f"gradw/{layer}"] = c = _finite_or_zero(g.mean())
-            sh[f"gradw/{layer}/scale"] = power_of_two_scale(g - c)
-
-
-def _scale(sh: dict, key: str) -> float:
-    """A scale of the shifts (1 for shifts made before scales existed, e.g. given by hand)."""
-    return float(sh.get(key, 1.0))
-
-
-def layer_consts(sh: dict, layer: int, *, z: bool, grad_size: int | None, stein: bool) -> dict:
-    """The statistics' constants of layer ``layer``'s feature arrays: shifts ``c``, scales
-    ``s`` (the features are in units of s, see :mod:`deltastats.stats.features`), gradient
-    sizes ``N``, and for Stein the ratio s_ℓ/s_z of the scaled covariance to the scaled
-    variance."""
-    l = layer
-    out = {}
-    s_d = _scale(sh, f"delta/{l}/scale")
-    for q in ("delta", "z") if z else ("delta",):
-        c, s_q = sh[f"{q}/{l}"], _scale(sh, f"{q}/{l}/scale")
-        out[f"{q}/{l}/unit"] = {"c": c, "s": s_q}
-        out[f"{q}/{l}/pool"] = {"c": np.atleast_1d(c.mean()), "s": s_q, "n": float(np.size(c))}
-    out[f"lognorm/{l}/pool"] = {"c": np.atleast_1d(sh[f"lognorm/{l}"])}
-    out[f"dsq/{l}/pool"] = {"c": np.atleast_1d(sh[f"dsq/{l}"]), "s": s_d * s_d}
-    if grad_size is not None:
-        # E‖G‖² = N·E[G_i²], N the number of entries of the layer's gradient.
-        out[f"gradw/{l}/pool"] = {
-            "c": np.atleast_1d(sh[f"gradw/{l}"]),
-            "N": np.array([float(grad_size)]),
-            "s": _scale(sh, f"gradw/{l}/scale"),
-        }
-    if stein:
-        ratio = _scale(sh, "loss/scale") / _scale(sh, f"z/{l}/scale")
-        c_d = sh[f"delta/{l}"]
-        out[f"stein/{l}/unit"] = {"c_d": c_d, "s_d": s_d, "ratio": ratio}
-        out[f"stein/{l}/pool"] = {"c_d": np.atleast_1d(c_d.mean()), "s_d": s_d, "ratio": ratio}
-    return out
-
-
-def _trace_arrays(*arrays: np.ndarray) -> list[np.ndarray]:
-    """Trace arrays as the feature kernel takes them: C-contiguous, all float32 if all are
-    float32 (the engine's float32 traces, not copied), else all float64."""
-    dtype = np.float32 if all(a.dtype == np.float32 for a in arrays) else np.float64
-    return [np.ascontiguousarray(a, dtype=dtype) for a in arrays]
-
-
-def _log_norm(delta: np.ndarray) -> np.ndarray:
-    """t = log(‖δ⁽ˡ⁾‖²/n_l) per sample ``(M, B)`` (−inf where δ⁽ˡ⁾ = 0 exactly)."""
-    with np.errstate(divide="ignore"):
-        return np.log(np.mean(delta * delta, axis=-1))
-
-
 class SummarySource:
     """Base of the accumulators that :func:`deltastats.stats.intervals.summarize` reads.
 
@@ -625,6 +552,7 @@ class BackpropAccumulator(SummarySource):
         self.overflow_layers: dict[int, int] = {}
         #: layer → valid networks with δ⁽ˡ⁾ = 0 exactly for some input (log-norm is −inf).
         self.zero_delta: dict[int, int] = {}
+        self._layout: FeatureLayout | None = None  # of the feature stack (_feature_layout)
 
     # -- shifts and features ---------------------------------------------------------------
     def compute_shifts(self, trace: Trace, *, params: Params | None = None, x=None) -> dict:
@@ -661,9 +589,35 @@ class BackpropAccumulator(SummarySource):
                 sh["steinmv/u"] = _finite_or_zero(u[0])
         return sh
 
-    def _trace_features(self, trace: Trace, s=None, u=None) -> dict:
+    def _feature_layout(self) -> FeatureLayout:
+        """The feature arrays of a trace and their shapes, in the order they have always been
+        stored (per layer the kernel's, with the weight-gradient features after the sixth)."""
+        if self._layout is None:
+            shapes = {}
+            for l in range(1, self.net.depth + 1):
+                n = self.net.widths[l]
+                for a, (name, S, k) in enumerate(LAYER_OUTPUTS):
+                    if a == 6:
+                        shapes[f"gradw/{l}/pool"] = (1, N_SCALAR)
+                    q, kind = name.split("/")
+                    shapes[str(FeatureKey(q, l, kind))] = (n if S is None else S, k)
+            if self.stein_q0 is not None:
+                shapes["steinmv/1/unit"] = (self.net.widths[1], N_STEIN_MV)
+                shapes["steinmv/1/pool"] = (1, N_STEIN_MV)
+            self._layout = FeatureLayout.of(shapes)
+            # Per column, the layer whose overflow check it enters (0: log-norm, exempt).
+            keys = np.zeros(self._layout.width, dtype=np.int64)
+            for a, name in enumerate(self._layout.names):
+                key = FeatureKey.parse(name)
+                if key.quantity != "lognorm":
+                    keys[self._layout.offsets[a] : self._layout.offsets[a + 1]] = key.layer
+            self._check_keys = keys
+        return self._layout
+
+    def _trace_features(self, trace: Trace, s=None, u=None) -> FeatureStack:
         sh = self.shifts
-        feats = {}
+        # Every kernel writes straight into its columns of one (M, F) stack: no copies.
+        feats = FeatureStack.empty(self._feature_layout(), trace.loss.shape[0])
         L = np.asarray(trace.loss, dtype=np.float64)
         ell = (L - sh["loss"]) / _scale(sh, "loss/scale")  # (M, B), in units of s_ℓ
         with np.errstate(all="ignore"):
@@ -671,7 +625,11 @@ class BackpropAccumulator(SummarySource):
                 key = l + 1
                 # δ and z features in one compiled pass (feature_kernels.py): unit and pooled
                 # power sums (1), log-norm and ‖δ‖² rows, Stein cross moments.
-                layer = layer_features(
+                out = {}
+                for name, _, _ in LAYER_OUTPUTS:
+                    q, kind = name.split("/")
+                    out[name] = feats[str(FeatureKey(q, key, kind))]
+                layer_features(
                     *_trace_arrays(trace.delta[l], trace.z[l]),
                     sh[f"delta/{key}"],
                     sh[f"z/{key}"],
@@ -680,28 +638,26 @@ class BackpropAccumulator(SummarySource):
                     sh[f"dsq/{key}"],
                     scale_delta=_scale(sh, f"delta/{key}/scale"),
                     scale_z=_scale(sh, f"z/{key}/scale"),
+                    out=out,
                 )
-                for name in _LAYER_FEATURES[:6]:
-                    q, kind = name.split("/")
-                    feats[str(FeatureKey(q, key, kind))] = layer[name]
-                feats[f"gradw/{key}/pool"] = weight_features(
-                    trace.grad_weights[l], sh[f"gradw/{key}"], _scale(sh, f"gradw/{key}/scale")
+                weight_features(
+                    trace.grad_weights[l],
+                    sh[f"gradw/{key}"],
+                    _scale(sh, f"gradw/{key}/scale"),
+                    out=feats[f"gradw/{key}/pool"],
                 )
-                for name in _LAYER_FEATURES[6:]:
-                    q, kind = name.split("/")
-                    feats[str(FeatureKey(q, key, kind))] = layer[name]
             if s is not None:
                 ds = s - sh["steinmv/s"]
                 du = u - sh["steinmv/u"]
                 dd = feats["delta/1/unit"][..., P1]
-                feats["steinmv/1/unit"] = np.stack([ds, du, dd], axis=-1)
+                feats["steinmv/1/unit"][...] = np.stack([ds, du, dd], axis=-1)
                 # Pool: unit averages of the per-unit shifted values (linear statistics only),
                 # in the units of the δ features.
                 dd_pool = (
                     (np.asarray(trace.delta[0], dtype=np.float64) - sh["delta/1"])
                     / _scale(sh, "delta/1/scale")
                 ).mean(axis=(1, 2))
-                feats["steinmv/1/pool"] = np.stack(
+                feats["steinmv/1/pool"][...] = np.stack(
                     [ds.mean(axis=1), du.mean(axis=1), dd_pool], axis=-1
                 )[:, None, :]
         return feats
@@ -769,14 +725,9 @@ class BackpropAccumulator(SummarySource):
         # A finite δ can still overflow in the power sums (δ⁴ beyond ~1e308): such networks are
         # overflowed too — excluded, counted and warned about, never a silent NaN in a table.
         # (log-norm features may be −inf legitimately: a dead ReLU layer, counted below.)
-        first_bad = np.full(valid.shape, np.iinfo(np.int64).max)
-        for key, f in feats.items():
-            if key.startswith("lognorm/"):
-                continue
-            bad = ~np.isfinite(f.reshape(f.shape[0], -1)).all(axis=1)
-            layer = FeatureKey.parse(key).layer
-            first_bad = np.where(bad, np.minimum(first_bad, layer), first_bad)
-        newly = valid & (first_bad < np.iinfo(np.int64).max)
+        none = np.iinfo(np.int64).max
+        first_bad = first_nonfinite_key(feats.data, self._check_keys, none)  # (M,) layers
+        newly = valid & (first_bad < none)
         if newly.any():
             valid = valid & ~newly
             self.n_overflow += int(newly.sum())

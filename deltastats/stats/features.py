@@ -22,6 +22,8 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from .stacked import FeatureStack
+
 _JIT = dict(nogil=True, cache=True, error_model="numpy")
 
 # ---- the feature layout ---------------------------------------------------------------------
@@ -141,6 +143,18 @@ def _add_cross(acc, row, x, shifts, inv, e):
         acc[row, j] += e * ((np.float64(x[j]) - shifts[j]) * inv)
 
 
+@numba.njit(inline="always", **_JIT)
+def _write_powers(out, sums, B):
+    """out = (p₁, p₂, p₃, p₄, p₁², p₂) from the sums of y¹ … y⁴ over the B inputs."""
+    p1, p2 = sums[0] / B, sums[1] / B
+    out[P1] = p1
+    out[P2] = p2
+    out[P3] = sums[2] / B
+    out[P4] = sums[3] / B
+    out[P1_SQ] = p1 * p1
+    out[R] = p2
+
+
 @numba.njit(**_JIT)
 def _layer_features(
     d,
@@ -155,14 +169,20 @@ def _layer_features(
     ell,
     c_lognorm,
     c_dsq,
-    units,
-    pools,
-    scalars,
+    delta_unit,
+    z_unit,
+    stein_unit,
+    delta_pool,
+    z_pool,
+    stein_pool,
+    lognorm,
+    dsq,
 ):
-    # units (3, M, n, N_POWER): δ, z and Stein per-unit features (Stein uses N_STEIN columns);
-    # pools (3, M, N_POWER): the same pooled over the layer; scalars (2, M, N_SCALAR): log-norm
-    # and ‖δ‖². Values are in units of the scales (inv_d = 1/s_δ, inv_z = 1/s_z, powers of two;
-    # log_s2 = log s_δ²); ell arrives scaled.
+    # delta_unit, z_unit (M, n, N_POWER) and stein_unit (M, n, N_STEIN): per-unit features;
+    # delta_pool, z_pool (M, N_POWER) and stein_pool (M, N_STEIN): the same pooled over the
+    # layer; lognorm, dsq (M, N_SCALAR). Any strides (views of a FeatureStack). Values are in
+    # units of the scales (inv_d = 1/s_δ, inv_z = 1/s_z, powers of two; log_s2 = log s_δ²);
+    # ell arrives scaled.
     M, B, n = d.shape
     # Per-unit sums over the inputs b: rows 0-3 y_d¹…⁴, 4-7 y_z¹…⁴, 8 ℓ·y_z, and 9-16 the same
     # powers with the pooled (mean) shift.
@@ -199,38 +219,36 @@ def _layer_features(
             s2 += sq * sq
             ell_sum += e
         for j in range(n):
-            for q in range(2):  # δ, z: p_k = mean_b y^k
-                p1, p2 = unit[4 * q, j] / B, unit[4 * q + 1, j] / B
-                units[q, m, j, P1] = p1
-                units[q, m, j, P2] = p2
-                units[q, m, j, P3] = unit[4 * q + 2, j] / B
-                units[q, m, j, P4] = unit[4 * q + 3, j] / B
-                units[q, m, j, P1_SQ] = p1 * p1
-                units[q, m, j, R] = p2
-            units[2, m, j, ST_LOSS] = ell_sum / B
-            units[2, m, j, ST_LOSS_Z] = unit[8, j] / B
-            units[2, m, j, ST_Z] = units[1, m, j, P1]
-            units[2, m, j, ST_Z_SQ] = units[1, m, j, P2]
-            units[2, m, j, ST_DELTA] = units[0, m, j, P1]
+            # δ, z: p_k = mean_b y^k
+            _write_powers(delta_unit[m, j], unit[0:4, j], B)
+            _write_powers(z_unit[m, j], unit[4:8, j], B)
+            stein_unit[m, j, ST_LOSS] = ell_sum / B
+            stein_unit[m, j, ST_LOSS_Z] = unit[8, j] / B
+            stein_unit[m, j, ST_Z] = z_unit[m, j, P1]
+            stein_unit[m, j, ST_Z_SQ] = z_unit[m, j, P2]
+            stein_unit[m, j, ST_DELTA] = delta_unit[m, j, P1]
         Bn = B * n
-        for k in range(8):  # pooled P1 … P4 of δ (k = 0-3) and z (k = 4-7)
-            total = 0.0
+        for k in range(4):  # pooled P1 … P4 of δ (rows 0-3 of pool) and z (rows 4-7)
+            total_d = total_z = 0.0
             for j in range(n):
-                total += pool[k, j]
-            pools[k // 4, m, P1 + k % 4] = total / Bn
-        for q in range(2):
-            pools[q, m, P1_SQ] = pools[q, m, P1] * pools[q, m, P1]
-        pools[0, m, R] = r_d / B
-        pools[1, m, R] = r_z / B
-        pools[2, m, ST_LOSS] = ell_sum / B
-        pools[2, m, ST_LOSS_Z] = ez / B
-        pools[2, m, ST_Z] = pools[1, m, P1]
-        pools[2, m, ST_Z_SQ] = pools[1, m, P2]
-        pools[2, m, ST_DELTA] = pools[0, m, P1]
-        for q, (u1, u2) in enumerate(((t1, t2), (s1, s2))):
-            scalars[q, m, MEAN] = u1 / B
-            scalars[q, m, MEAN_SQ] = u2 / B
-            scalars[q, m, SQ_MEAN] = (u1 / B) * (u1 / B)
+                total_d += pool[k, j]
+            for j in range(n):
+                total_z += pool[4 + k, j]
+            delta_pool[m, P1 + k] = total_d / Bn
+            z_pool[m, P1 + k] = total_z / Bn
+        delta_pool[m, P1_SQ] = delta_pool[m, P1] * delta_pool[m, P1]
+        z_pool[m, P1_SQ] = z_pool[m, P1] * z_pool[m, P1]
+        delta_pool[m, R] = r_d / B
+        z_pool[m, R] = r_z / B
+        stein_pool[m, ST_LOSS] = ell_sum / B
+        stein_pool[m, ST_LOSS_Z] = ez / B
+        stein_pool[m, ST_Z] = z_pool[m, P1]
+        stein_pool[m, ST_Z_SQ] = z_pool[m, P2]
+        stein_pool[m, ST_DELTA] = delta_pool[m, P1]
+        for out, u1, u2 in ((lognorm, t1, t2), (dsq, s1, s2)):
+            out[m, MEAN] = u1 / B
+            out[m, MEAN_SQ] = u2 / B
+            out[m, SQ_MEAN] = (u1 / B) * (u1 / B)
 
 
 #: Below this largest |x − c| of the first network, features are not scaled (s = 1). The
@@ -290,6 +308,7 @@ def layer_features(
     *,
     scale_delta: float = 1.0,
     scale_z: float = 1.0,
+    out: dict | None = None,
 ) -> dict[str, np.ndarray]:
     """Every per-network feature of one layer in one pass (float64 results).
 
@@ -308,6 +327,10 @@ def layer_features(
         (x − c)/s (and the ‖δ‖² features are in units of s_δ²), so a finite trace whose fourth
         powers would overflow float64 stays finite. Dividing by a power of two is exact, so
         s = 1 gives the plain features bit for bit. ``ell`` must already be in its own units.
+    out : dict, optional
+        Arrays to write the features into (e.g. views of a
+        :class:`~deltastats.stats.stacked.FeatureStack`), by the names below, each float64 of
+        the shape below and any strides; names not given are allocated.
 
     Returns
     -------
@@ -331,9 +354,17 @@ def layer_features(
         )
     if ell.shape != (M, B):
         raise ValueError(f"ell must have shape {(M, B)} (networks, inputs), got {ell.shape}")
-    units = np.empty((3, M, n, N_POWER))
-    pools = np.empty((3, M, N_POWER))
-    scalars = np.empty((2, M, N_SCALAR))
+    res = {}
+    for name, S, k in LAYER_OUTPUTS:
+        a = (out or {}).get(name)
+        S = n if S is None else S
+        if a is None:
+            a = np.empty((M, S, k))
+        elif a.shape != (M, S, k) or a.dtype != np.float64:
+            raise ValueError(f"out[{name!r}] must be float64 of shape {(M, S, k)}")
+        res[name] = a
+    # The compiled loop writes every output of every network (no index checks: the shapes are
+    # checked above).
     _layer_features(
         delta,
         z,
@@ -347,34 +378,78 @@ def layer_features(
         ell,
         float(c_lognorm),
         float(c_dsq),
-        units,
-        pools,
-        scalars,
+        res["delta/unit"],
+        res["z/unit"],
+        res["stein/unit"],
+        *(res[k][:, 0] for k in ("delta/pool", "z/pool", "stein/pool", "lognorm/pool", "dsq/pool")),
     )
-    return {
-        "delta/unit": units[0],
-        "z/unit": units[1],
-        "stein/unit": units[2, :, :, :N_STEIN],
-        "delta/pool": pools[0, :, None, :],
-        "z/pool": pools[1, :, None, :],
-        "stein/pool": pools[2, :, None, :N_STEIN],
-        "lognorm/pool": scalars[0, :, None, :],
-        "dsq/pool": scalars[1, :, None, :],
-    }
+    return res
+
+
+#: The outputs of :func:`layer_features`: name, slots S (``None``: the layer width) and
+#: columns, in the order the accumulators store them.
+LAYER_OUTPUTS = (
+    ("delta/unit", None, N_POWER),
+    ("delta/pool", 1, N_POWER),
+    ("z/unit", None, N_POWER),
+    ("z/pool", 1, N_POWER),
+    ("lognorm/pool", 1, N_SCALAR),
+    ("dsq/pool", 1, N_SCALAR),
+    ("stein/unit", None, N_STEIN),
+    ("stein/pool", 1, N_STEIN),
+)
+
+
+#: Partial sums of :func:`_wide_sums`: enough independent chains of additions to keep the
+#: vector units busy on a weight gradient (10⁴–10⁶ entries), where four chains
+#: (:func:`_lane_sums`, sized for a row of δ) leave the sweep bound by the adds' latency.
+_WIDE = 64
+
+
+@numba.njit(**_JIT)
+def _wide_sums(x, c, inv, s, q):
+    """(Σ_i a_i, Σ_i a_i²) with a_i = (x_i − c)·inv, in float64, in :data:`_WIDE` partial sums
+    (lane q sums the entries i ≡ q mod _WIDE in order; then a fixed pairwise tree over the
+    lanes): a fixed order, whatever the machine's vector width. ``s``, ``q`` (_WIDE,) scratch
+    (two arrays, not rows of one, so that the compiler sees they cannot overlap)."""
+    N = x.size
+    W = _WIDE
+    s[:] = 0.0
+    q[:] = 0.0
+    nW = N - N % W
+    for i in range(0, nW, W):
+        for k in range(W):
+            a = (np.float64(x[i + k]) - c) * inv
+            s[k] += a
+            q[k] += a * a
+    for i in range(nW, N):
+        a = (np.float64(x[i]) - c) * inv
+        s[i - nW] += a
+        q[i - nW] += a * a
+    w = W
+    while w > 1:
+        w //= 2
+        for k in range(w):
+            s[k] += s[k + w]
+            q[k] += q[k + w]
+    return s[0], q[0]
 
 
 @numba.njit(**_JIT)
 def _weight_features(g, c, inv, out):
     N = g.shape[1]
+    s, q = np.empty(_WIDE), np.empty(_WIDE)
     for m in range(g.shape[0]):
-        total, squares = _lane_sums(g[m], c, inv)
+        total, squares = _wide_sums(g[m], c, inv, s, q)
         mean = total / N
         out[m, 0, MEAN] = mean
         out[m, 0, MEAN_SQ] = squares / N
         out[m, 0, SQ_MEAN] = mean * mean
 
 
-def weight_features(grad: np.ndarray, c: float, scale: float = 1.0) -> np.ndarray:
+def weight_features(
+    grad: np.ndarray, c: float, scale: float = 1.0, out: np.ndarray | None = None
+) -> np.ndarray:
     """Per-network (mean, mean of squares, squared mean) of ``(grad − c)/scale`` over all
     entries (``scale`` a power of two, as in :func:`layer_features`).
 
@@ -384,6 +459,8 @@ def weight_features(grad: np.ndarray, c: float, scale: float = 1.0) -> np.ndarra
         A layer's weight gradients (float64 or float32).
     c : float
         Shift.
+    out : ndarray, shape ``(M, 1, 3)``, float64, optional
+        Where to write the features (any strides); allocated if not given.
 
     Returns
     -------
@@ -391,49 +468,12 @@ def weight_features(grad: np.ndarray, c: float, scale: float = 1.0) -> np.ndarra
     """
     dtype = np.float32 if grad.dtype == np.float32 else np.float64
     g = np.ascontiguousarray(grad, dtype=dtype).reshape(grad.shape[0], -1)
-    out = np.empty((g.shape[0], 1, N_SCALAR))
+    if out is None:
+        out = np.empty((g.shape[0], 1, N_SCALAR))
+    elif out.shape != (g.shape[0], 1, N_SCALAR) or out.dtype != np.float64:
+        raise ValueError(f"out must be float64 of shape {(g.shape[0], 1, N_SCALAR)}")
     _weight_features(g, float(c), 1.0 / _check_scale(scale, "scale"), out)
     return out
-
-
-@numba.njit(**_JIT)
-def _block_moments(f, rows, groups, n_groups, mean, comoment, group_sum):
-    n = rows.size
-    S, k = f.shape[1], f.shape[2]
-    mean[:] = 0.0
-    comoment[:] = 0.0
-    group_sum[:] = 0.0
-    if n == 0:
-        return
-    for r in range(n):  # in network order, so the sums do not depend on anything else
-        m = rows[r]
-        for s in range(S):
-            for i in range(k):
-                mean[s, i] += f[m, s, i]
-                group_sum[groups[r], s, i] += f[m, s, i]
-    for s in range(S):
-        for i in range(k):
-            mean[s, i] /= n
-    # Co-moments with the units s innermost (unit-stride, so the loop vectorizes; k is only a
-    # few features) and j ≥ i only (the matrix is symmetric, and dev_i·dev_j = dev_j·dev_i
-    # exactly). Every entry still sums its products over the networks in network order, so
-    # the bits are those of the plain loop Σ_r (F_r − F̄)(F_r − F̄)ᵀ.
-    dev = np.empty((k, S))
-    com = np.zeros((k, k, S))
-    for r in range(n):
-        m = rows[r]
-        for i in range(k):
-            for s in range(S):
-                dev[i, s] = f[m, s, i] - mean[s, i]
-        for i in range(k):
-            for j in range(i, k):
-                for s in range(S):
-                    com[i, j, s] += dev[i, s] * dev[j, s]
-    for s in range(S):
-        for i in range(k):
-            for j in range(i, k):
-                comoment[s, i, j] = com[i, j, s]
-                comoment[s, j, i] = com[i, j, s]
 
 
 def block_moments(
@@ -466,16 +506,8 @@ def block_moments(
         raise ValueError(f"rows must index the {f.shape[0]} networks of the block")
     if groups.size and (groups.min() < 0 or groups.max() >= n_groups):
         raise ValueError(f"groups must lie in 0 … {n_groups - 1}")
-    S, k = f.shape[1:]
-    mean, comoment = np.empty((S, k)), np.empty((S, k, k))
-    group_sum = np.empty((n_groups, S, k))
-    _block_moments(
-        f,
-        np.ascontiguousarray(rows, dtype=np.int64),
-        np.ascontiguousarray(groups, dtype=np.int64),
-        n_groups,
-        mean,
-        comoment,
-        group_sum,
-    )
-    return mean, comoment, group_sum
+    # One feature array is a stack of one array (the accumulators' compiled reduction).
+    stack = FeatureStack.of({"f": f}, f.shape[0])
+    mean, com, gsum = stack.layout.reduce(stack.data, rows, groups, n_groups)
+    lay = stack.layout
+    return lay.arrays(mean)["f"], lay.arrays(com, comoments=True)["f"], lay.arrays(gsum)["f"]

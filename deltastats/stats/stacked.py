@@ -1,0 +1,256 @@
+"""Per-network feature arrays stacked into one ``(M, F)`` array, and their compiled reduction.
+
+:class:`~deltastats.stats.accumulators.FeatureAccumulator` keeps, per feature array of shape
+``(S, k)``, a mean, a co-moment per slot and jackknife group sums (its module docstring). A
+backprop trace of depth 10 has about ninety such arrays, so reducing them one by one costs
+ninety rounds of Python and numpy overhead per block and per merge — more than the arithmetic.
+Here every network's arrays sit side by side in one row of an ``(M, F)`` float64 array
+(F = Σ S·k), described once by a :class:`FeatureLayout`; a block is reduced and two blocks are
+merged by one compiled call each.
+
+Each array's entries are stored feature-major, ``(k, S)`` (all slots of feature 0, then of
+feature 1, …), and its co-moments ``(k, k, S)``: the co-moment loop runs over the slots s
+(the units of a layer, unit-stride) for each pair of features, so its deviations are read
+contiguously from a row. :meth:`FeatureLayout.split` gives the usual ``(S, k)`` and
+``(S, k, k)`` views.
+
+The arithmetic is that of the per-array loops, operation for operation and in the same order
+(sums over the networks in network order, then the division; co-moments two-pass; Chan's
+merge as ``(C_a + C_b) + (d_i·d_j)·(n_a·n_b/n)``), so the results are bit for bit those of the
+per-array reduction, and as before depend on nothing but the networks of the block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+
+_JIT = dict(nogil=True, cache=True, error_model="numpy")
+
+
+@dataclass(frozen=True, eq=False)
+class FeatureLayout:
+    """Names and ``(S, k)`` shapes of the feature arrays, and where each sits in a row.
+
+    ``offsets[a]`` is the first column of array a in a stacked row (``offsets[-1]`` = F),
+    entry (s, i) of the array at column ``offsets[a] + i·S + s``; ``com_offsets[a]`` the first
+    entry of its co-moments in the flat co-moment vector (``com_offsets[-1]`` = C = Σ S·k²),
+    entry (s, i, j) at ``com_offsets[a] + (i·k + j)·S + s``. ``pair_i``, ``pair_j`` ``(C,)``:
+    the two feature columns whose deviations each co-moment entry multiplies.
+    """
+
+    names: tuple
+    shapes: tuple
+    offsets: np.ndarray = field(repr=False)
+    com_offsets: np.ndarray = field(repr=False)
+    pair_i: np.ndarray = field(repr=False)
+    pair_j: np.ndarray = field(repr=False)
+
+    @classmethod
+    def of(cls, shapes: Mapping) -> FeatureLayout:
+        """The layout of arrays ``name → (S, k)``, in the mapping's order."""
+        names = tuple(shapes)
+        dims = tuple((int(shapes[n][0]), int(shapes[n][1])) for n in names)
+        size = np.array([S * k for S, k in dims], dtype=np.int64)
+        com = np.array([S * k * k for S, k in dims], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(size)]).astype(np.int64)
+        com_offsets = np.concatenate([[0], np.cumsum(com)]).astype(np.int64)
+        pi, pj = [], []
+        for (S, k), off in zip(dims, offsets):
+            # Co-moment (i, j, s) pairs columns off + i·S + s and off + j·S + s.
+            s_ = np.arange(S)[None, None, :]
+            pi.append(np.broadcast_to(off + np.arange(k)[:, None, None] * S + s_, (k, k, S)))
+            pj.append(np.broadcast_to(off + np.arange(k)[None, :, None] * S + s_, (k, k, S)))
+
+        def flat(pairs: list) -> np.ndarray:
+            return np.concatenate([[]] + [q.ravel() for q in pairs]).astype(np.int64)
+
+        return cls(names, dims, offsets, com_offsets, flat(pi), flat(pj))
+
+    @property
+    def width(self) -> int:
+        """F, the columns of a stacked row."""
+        return int(self.offsets[-1])
+
+    @property
+    def n_comoments(self) -> int:
+        """C, the entries of the flat co-moment vector."""
+        return int(self.com_offsets[-1])
+
+    def same(self, other: FeatureLayout | None) -> bool:
+        """Whether ``other`` has the same arrays, shapes and order."""
+        return other is not None and (self.names, self.shapes) == (other.names, other.shapes)
+
+    def shape_dict(self) -> dict:
+        """``name → (S, k)``, in order."""
+        return dict(zip(self.names, self.shapes))
+
+    def split(self, flat: np.ndarray, *, comoments: bool = False) -> dict:
+        """Per-array ``(…, S, k)`` views of a stacked ``(…, F)`` array (or ``(S, k, k)`` views
+        of a flat co-moment vector ``(C,)``), strided: the storage is feature-major."""
+        out = {}
+        offsets = self.com_offsets if comoments else self.offsets
+        for a, (name, (S, k)) in enumerate(zip(self.names, self.shapes)):
+            piece = flat[..., offsets[a] : offsets[a + 1]]
+            lead = piece.shape[:-1]
+            if comoments:
+                out[name] = np.moveaxis(piece.reshape(lead + (k, k, S)), -1, -3)
+            else:
+                out[name] = np.swapaxes(piece.reshape(lead + (k, S)), -1, -2)
+        return out
+
+    def arrays(self, flat: np.ndarray, *, comoments: bool = False) -> dict:
+        """Like :meth:`split`, as C-contiguous copies."""
+        views = self.split(flat, comoments=comoments)
+        return {k: np.ascontiguousarray(v) for k, v in views.items()}
+
+    def reduce(self, data: np.ndarray, rows: np.ndarray, groups: np.ndarray, n_groups: int):
+        """Flat mean ``(F,)``, co-moments ``(C,)`` and group sums ``(n_groups, F)`` of the rows
+        ``rows`` (in groups ``groups``) of a stacked block ``data`` (:func:`reduce_rows`)."""
+        mean = np.empty(self.width)
+        com = np.empty(self.n_comoments)
+        gsum = np.empty((n_groups, self.width))
+        shapes = np.array(self.shapes, dtype=np.int64).reshape(-1, 2)
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        groups = np.ascontiguousarray(groups, dtype=np.int64)
+        reduce_rows(data, rows, groups, self.offsets, shapes, self.com_offsets, mean, com, gsum)
+        return mean, com, gsum
+
+
+class FeatureStack(Mapping):
+    """Per-network feature arrays of M networks stacked in one ``(M, F)`` float64 array.
+
+    A mapping ``name → (M, S, k)`` view, so it can be filled in place (the feature kernels'
+    ``out=``) and given to :meth:`FeatureAccumulator.update
+    <deltastats.stats.accumulators.FeatureAccumulator.update>` without a copy.
+    """
+
+    def __init__(self, layout: FeatureLayout, data: np.ndarray) -> None:
+        if data.ndim != 2 or data.shape[1] != layout.width or data.dtype != np.float64:
+            raise ValueError(f"a stack of this layout is (M, {layout.width}) float64")
+        self.layout, self.data = layout, data
+        self._views = layout.split(data)
+
+    @classmethod
+    def empty(cls, layout: FeatureLayout, M: int) -> FeatureStack:
+        """An uninitialised stack of M networks."""
+        return cls(layout, np.empty((M, layout.width)))
+
+    @classmethod
+    def of(cls, features: Mapping, M: int) -> FeatureStack:
+        """The arrays ``name → (M, S, k)`` (any float dtype) copied into one stack."""
+        layout = FeatureLayout.of({k: v.shape[1:] for k, v in features.items()})
+        stack = cls.empty(layout, M)
+        for k, v in features.items():
+            stack[k][...] = v
+        return stack
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._views[name]
+
+    def __iter__(self):
+        return iter(self.layout.names)
+
+    def __len__(self) -> int:
+        return len(self.layout.names)
+
+
+#: Rows whose products one pass over the co-moments adds (see :func:`reduce_rows`).
+_ROWS_PER_PASS = 4
+
+
+@numba.njit(**_JIT)
+def reduce_rows(f, rows, groups, offsets, shapes, com_offsets, mean, comoment, group_sum):
+    """Mean ``(F,)``, co-moments ``(C,)`` and group sums ``(G, F)`` of rows ``rows`` of a
+    stacked block ``f`` (K, F), the rows in ``groups``; ``shapes`` (A, 2) the (S, k) of each
+    array. Zeros when no row is selected."""
+    n = rows.size
+    F = f.shape[1]
+    mean[:] = 0.0
+    comoment[:] = 0.0
+    group_sum[:] = 0.0
+    if n == 0:
+        return
+    for r in range(n):  # in network order, so the sums do not depend on anything else
+        row = f[rows[r]]
+        gsum = group_sum[groups[r]]
+        for c in range(F):
+            mean[c] += row[c]
+            gsum[c] += row[c]
+    for c in range(F):
+        mean[c] /= n
+    P = _ROWS_PER_PASS
+    for a in range(shapes.shape[0]):
+        off, S, k = offsets[a], shapes[a, 0], shapes[a, 1]
+        base = com_offsets[a]
+        com = comoment[base : base + k * k * S].reshape((k, k, S))
+        # Deviations F_r − F̄ of P rows at a time, feature-major (k, S): contiguous in the row.
+        dev = np.empty((P, k, S))
+        for r0 in range(0, n, P):
+            p = min(P, n - r0)
+            for q in range(p):
+                row = f[rows[r0 + q], off : off + k * S]
+                for i in range(k):
+                    for s in range(S):
+                        dev[q, i, s] = row[i * S + s] - mean[off + i * S + s]
+            # C_ij += dev_i·dev_j over the slots s (unit-stride, so the loop vectorizes), j ≥ i
+            # only (the matrix is symmetric, and dev_i·dev_j = dev_j·dev_i exactly). Each entry
+            # adds its rows' products one at a time in network order, (((C + p₁) + p₂) + …),
+            # exactly the plain loop Σ_r (F_r − F̄)(F_r − F̄)ᵀ, but C is loaded and stored once
+            # per P rows.
+            for i in range(k):
+                for j in range(i, k):
+                    c = com[i, j]
+                    if p == P:
+                        d0i, d0j, d1i, d1j = dev[0, i], dev[0, j], dev[1, i], dev[1, j]
+                        d2i, d2j, d3i, d3j = dev[2, i], dev[2, j], dev[3, i], dev[3, j]
+                        for s in range(S):
+                            c[s] = (
+                                ((c[s] + d0i[s] * d0j[s]) + d1i[s] * d1j[s]) + d2i[s] * d2j[s]
+                            ) + d3i[s] * d3j[s]
+                    else:
+                        for q in range(p):
+                            di, dj = dev[q, i], dev[q, j]
+                            for s in range(S):
+                                c[s] += di[s] * dj[s]
+        for i in range(k):
+            for j in range(i + 1, k):
+                com[j, i, :] = com[i, j, :]
+
+
+@numba.njit(**_JIT)
+def combine_moments(n_a, n_b, mean_a, mean_b, com_a, com_b, pair_i, pair_j, mean, comoment):
+    """Chan et al.'s merge of two disjoint sets of networks (both non-empty): with
+    d = F̄_b − F̄_a, F̄ = F̄_a + d·n_b/n and C = (C_a + C_b) + (d_i·d_j)·(n_a·n_b/n)."""
+    wb = n_b / (n_a + n_b)
+    w = n_a * wb
+    for c in range(mean.size):
+        mean[c] = mean_a[c] + (mean_b[c] - mean_a[c]) * wb
+    for e in range(comoment.size):
+        i, j = pair_i[e], pair_j[e]
+        di = mean_b[i] - mean_a[i]
+        dj = mean_b[j] - mean_a[j]
+        comoment[e] = (com_a[e] + com_b[e]) + (di * dj) * w
+
+
+@numba.njit(**_JIT)
+def first_nonfinite_key(f, keys, none):
+    """Per row of ``f`` (M, F): the smallest ``keys[c]`` over the columns c where the row is
+    not finite, ignoring columns with key ≤ 0; ``none`` for a row without any."""
+    out = np.full(f.shape[0], none)
+    for m in range(f.shape[0]):
+        row = f[m]
+        # x − x is 0 for a finite x and NaN (≠ 0) otherwise: an integer count, which
+        # vectorizes, finds the rare rows to search column by column.
+        bad = 0
+        for c in range(row.size):
+            bad += (row[c] - row[c] != 0.0) & (keys[c] > 0)
+        if bad == 0:
+            continue
+        for c in range(row.size):
+            if keys[c] > 0 and keys[c] < out[m] and not np.isfinite(row[c]):
+                out[m] = keys[c]
+    return out
