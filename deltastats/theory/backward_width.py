@@ -333,7 +333,8 @@ def backward_corrections(
     r"""E[δ⁽ˡ⁾_j], E[δ⁽ˡ⁾_j²] and E‖∂L/∂W⁽ˡ⁾‖² to first order in 1/n, any activation.
 
     Setting: Gaussian weights W⁽ˡ⁺¹⁾_ij ~ N(μ/n_l, σ²/n_l), biases N(μ_b, σ_b²), a linear
-    output, squared-error loss with targets independent of the network (δ⁽ᴸ⁾ = c(g − y)).
+    output, squared-error loss with targets independent of the input and the network
+    (δ⁽ᴸ⁾ = c(g − y)): constant, Gaussian, or one-hot (whose units sum to 1, :func:`_top`).
 
     Derivation. Given h = h⁽ˡ⁾ write W = W⁽ˡ⁺¹⁾ = (μ/n)11ᵀ + W₀ and split W₀ = W₀P⊥ + z̃hᵀ/‖h‖²
     with z̃ = W₀h and P⊥ = I − hhᵀ/‖h‖². For i.i.d. Gaussian W₀ the parts W₀P⊥ and z̃ are

@@ -135,7 +135,7 @@ def predict(
         bias, μ_w = 0, zero targets, a linear output and Gaussian weights
         (:func:`~deltastats.theory.finite_width.relu_delta_sq`, ``relu_grad_w_sq``).
         Elsewhere with Gaussian weights (any μ_w), a linear output, a squared-error loss and
-        targets independent of the network: E δ, E δ², Var δ, E‖δ‖² and (B = 1, λ = 0)
+        constant, Gaussian or one-hot targets: E δ, E δ², Var δ, E‖δ‖² and (B = 1, λ = 0)
         ``grad_w_sq`` to first order in 1/n from the exact projection recursion of
         :func:`~deltastats.theory.backward_width.backward_corrections`. Outside that (uniform
         or orthogonal weights, another output activation) the backward 1/n terms are not
