@@ -58,6 +58,7 @@ Ann. Math. Statist. 29 (1958) 610–611.
 from __future__ import annotations
 
 import math
+import threading
 
 import numba
 import numpy as np
@@ -80,6 +81,10 @@ _PER_BLOCK = {np.dtype(np.float64): 2, np.dtype(np.float32): 4}
 #: Below this many values a draw runs on the calling thread: a pool round trip costs more
 #: (measured on 2 cores: 164k float64 values take 2.8 ns each on one thread, 4.0 on two).
 _PARALLEL_VALUES = 1 << 20
+#: A parallel draw is cut into about this many pieces per thread, each of at least
+#: _PIECE_VALUES values (≈ 0.1 ms: the hand-out and the call cost a few µs per piece).
+_PIECES_PER_THREAD = 8
+_PIECE_VALUES = 1 << 15
 
 # Constants are module globals: numba freezes them at compile time and can cache the code.
 _M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
@@ -387,6 +392,18 @@ def _law(dtype) -> np.dtype:
     return resolved
 
 
+def _pieces(R: int, n: int, threads: int) -> list[tuple[int, int, int, int]]:
+    """Cut the (R, n) output into sub-blocks ``(r0, r1, a, b)``: whole rows when a row is
+    smaller than a piece, else equal segments of one row (starting on block boundaries)."""
+    size = max(_PIECE_VALUES, -(-R * n // (_PIECES_PER_THREAD * threads)))
+    if n < size:
+        rows = size // n
+        return [(r, min(r + rows, R), 0, n) for r in range(0, R, rows)]
+    seg = -(-n // -(-n // size))  # the row in equal segments of at most ``size``…
+    seg = -(-seg // 4) * 4  # …rounded up to whole float32-law blocks
+    return [(r, r + 1, a, min(a + seg, n)) for r in range(R) for a in range(0, n, seg)]
+
+
 def _run(out2, law, k0, k1, c1, net0, v0, mean, std, threads) -> None:
     """Fill the rows of ``out2`` (R, n), split over ``threads`` (rows, or values of a row)."""
     kernel = _fill53 if law == np.float64 else _fill32
@@ -396,29 +413,35 @@ def _run(out2, law, k0, k1, c1, net0, v0, mean, std, threads) -> None:
     if threads is None:
         threads = default_threads() if out2.size >= _PARALLEL_VALUES else 1
     threads = max(1, min(int(threads), out2.size))
-    if threads == 1:
+    pieces = _pieces(R, n, threads) if threads > 1 else []
+    if len(pieces) < 2:
         kernel(out2, *args, np.uint64(net0), np.int64(v0), mean, std)
         return
-    # Any split gives the same bits (each value depends only on its coordinates), so the work
-    # is cut into ``threads`` equal pieces: by rows when there are enough, else along a row.
-    if R >= threads:
-        cuts = np.linspace(0, R, threads + 1).astype(np.int64)
-        jobs = [(out2[a:b], net0 + int(a), v0) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
-    else:
-        jobs = []
-        per_row = -(-threads // R)
-        cuts = np.linspace(0, n, per_row + 1).astype(np.int64)
-        for r in range(R):
-            for a, b in zip(cuts[:-1], cuts[1:]):
-                if b > a:
-                    jobs.append((out2[r : r + 1, a:b], net0 + r, v0 + int(a)))
+    # Any split gives the same bits (each value depends only on its coordinates), so the
+    # pieces are handed out on demand, to the calling thread and threads − 1 pool workers:
+    # on a shared machine a worker that is descheduled (or slow to wake) takes fewer pieces
+    # instead of holding up an equal half, and the call never waits for a worker that has
+    # not started (so it is also safe from inside a pool thread).
+    queue = iter(pieces)
+    lock = threading.Lock()
 
-    def work(job):
-        block, net, start = job
-        kernel(block, *args, np.uint64(net), np.int64(start), mean, std)
+    def work() -> None:
+        while True:
+            with lock:
+                piece = next(queue, None)
+            if piece is None:
+                return
+            r0, r1, a, b = piece
+            kernel(out2[r0:r1, a:b], *args, np.uint64(net0 + r0), np.int64(v0 + a), mean, std)
 
-    for _ in executor(threads).map(work, jobs):
-        pass
+    pool = executor(threads)
+    helpers = [pool.submit(work) for _ in range(threads - 1)]
+    try:
+        work()
+    finally:
+        for helper in helpers:
+            if not helper.cancel():  # started: it finishes its last piece
+                helper.result()
 
 
 def _check_capacity(law, v0: int, n: int) -> None:
