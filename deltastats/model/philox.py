@@ -273,8 +273,50 @@ def _quad32(j, k0, k1, c1, c2, c3):
 
 
 # -- kernels: rows of a stack, one network per row ------------------------------------------
+# The whole blocks of a row are done a tile at a time, in two loops: Philox words into a small
+# buffer (in L1), then the transform from it. Fused, each vector of blocks is one dependency
+# chain of ~250 instructions (ten multiply rounds, then a division, a square root and the
+# polynomials), too long for the out-of-order window to overlap consecutive vectors much;
+# split, each loop's chain is shorter (measured 10–15% faster on AMD Zen 4, float64 law).
+# The arithmetic, and so every bit, is the same.
+_TILE = 256  # blocks per tile: 4 or 8 KiB of words
+
+
 @numba.njit(inline="always", **_JIT)
-def _row53(row, k0, k1, c1, c2, c3, v0, mean, std):
+def _tile53(dst, j0, m, words, k0, k1, c1, c2, c3, mean, std):
+    """dst[2t], dst[2t + 1] = mean + std·(values of block j0 + t), t < m ≤ _TILE."""
+    wa, wb = words[0], words[1]
+    for t in range(m):
+        x0, x1, x2, x3 = _philox(np.uint64(j0 + t), c1, c2, c3, k0, k1)
+        wa[t] = (np.int64(x0 >> _SH6) << _SH27) | np.int64(x1 >> _SH5)
+        wb[t] = (np.int64(x2 >> _SH6) << _SH27) | np.int64(x3 >> _SH5)
+    for t in range(m):
+        r = np.sqrt(_minus_two_log(wa[t], np.int64(53)))
+        c, s = _cos_sin(wb[t], np.int64(53), _TWO_PI_53)
+        dst[2 * t] = r * c * std + mean
+        dst[2 * t + 1] = r * s * std + mean
+
+
+@numba.njit(inline="always", **_JIT)
+def _tile32(dst, j0, m, words, k0, k1, c1, c2, c3, mean, std):
+    """dst[4t] … dst[4t + 3] = mean + std·(values of block j0 + t), t < m ≤ _TILE."""
+    w0, w1, w2, w3 = words[0], words[1], words[2], words[3]
+    for t in range(m):
+        x0, x1, x2, x3 = _philox(np.uint64(j0 + t), c1, c2, c3, k0, k1)
+        w0[t], w1[t], w2[t], w3[t] = np.int64(x0), np.int64(x1), np.int64(x2), np.int64(x3)
+    for t in range(m):
+        r0 = np.sqrt(_minus_two_log(w0[t], np.int64(32)))
+        c0, s0 = _cos_sin(w1[t], np.int64(32), _TWO_PI_32)
+        r1 = np.sqrt(_minus_two_log(w2[t], np.int64(32)))
+        c1_, s1 = _cos_sin(w3[t], np.int64(32), _TWO_PI_32)
+        dst[4 * t] = r0 * c0 * std + mean
+        dst[4 * t + 1] = r0 * s0 * std + mean
+        dst[4 * t + 2] = r1 * c1_ * std + mean
+        dst[4 * t + 3] = r1 * s1 * std + mean
+
+
+@numba.njit(inline="always", **_JIT)
+def _row53(row, words, k0, k1, c1, c2, c3, v0, mean, std):
     """row[i] = mean + std·Z[v0 + i] (float64 law), rounded to the row's dtype."""
     n = row.size
     i = 0
@@ -284,11 +326,11 @@ def _row53(row, k0, k1, c1, c2, c3, v0, mean, std):
         i = 1
     j0 = (v0 + i) >> 1
     full = (n - i) >> 1
-    body = row[i:]  # indices visibly ≥ 0 (see _row32)
-    for t in range(full):
-        z0, z1 = _pair53(j0 + t, k0, k1, c1, c2, c3)
-        body[2 * t] = z0 * std + mean
-        body[2 * t + 1] = z1 * std + mean
+    for t0 in range(0, full, _TILE):
+        # A view, so that the stores' indices are visibly ≥ 0: numba's negative-index
+        # wraparound on row[i + 2t] would stop the vectorizer.
+        dst = row[i + 2 * t0 :]
+        _tile53(dst, j0 + t0, min(_TILE, full - t0), words, k0, k1, c1, c2, c3, mean, std)
     i += 2 * full
     if i < n:  # ends inside a block
         z0, _ = _pair53(j0 + full, k0, k1, c1, c2, c3)
@@ -304,7 +346,7 @@ def _value32(v, k0, k1, c1, c2, c3):
 
 
 @numba.njit(inline="always", **_JIT)
-def _row32(row, k0, k1, c1, c2, c3, v0, mean, std):
+def _row32(row, words, k0, k1, c1, c2, c3, v0, mean, std):
     """row[i] = mean + std·Z[v0 + i] (float32 law), rounded to the row's dtype."""
     n = row.size
     head = min(n, (4 - (v0 & 3)) & 3)  # values before the first whole block
@@ -312,15 +354,9 @@ def _row32(row, k0, k1, c1, c2, c3, v0, mean, std):
         row[i] = _value32(v0 + i, k0, k1, c1, c2, c3) * std + mean
     j0 = (v0 + head) >> 2
     full = (n - head) >> 2
-    # A view, so that the stores' indices are visibly ≥ 0: numba's negative-index wraparound
-    # on row[head + 4t] would stop the vectorizer.
-    body = row[head:]
-    for t in range(full):
-        z0, z1, z2, z3 = _quad32(j0 + t, k0, k1, c1, c2, c3)
-        body[4 * t] = z0 * std + mean
-        body[4 * t + 1] = z1 * std + mean
-        body[4 * t + 2] = z2 * std + mean
-        body[4 * t + 3] = z3 * std + mean
+    for t0 in range(0, full, _TILE):
+        dst = row[head + 4 * t0 :]  # a view, as in _row53
+        _tile32(dst, j0 + t0, min(_TILE, full - t0), words, k0, k1, c1, c2, c3, mean, std)
     for i in range(head + 4 * full, n):
         row[i] = _value32(v0 + i, k0, k1, c1, c2, c3) * std + mean
 
@@ -328,16 +364,18 @@ def _row32(row, k0, k1, c1, c2, c3, v0, mean, std):
 @numba.njit(**_JIT)
 def _fill53(out, k0, k1, c1, net0, v0, mean, std):
     # out (R, n): row r is network net0 + r, values v0 … v0 + n − 1 of its tensor c1.
+    words = np.empty((2, _TILE), dtype=np.int64)
     for r in range(out.shape[0]):
         net = net0 + np.uint64(r)
-        _row53(out[r], k0, k1, c1, net & _MASK32, net >> _SH32, v0, mean, std)
+        _row53(out[r], words, k0, k1, c1, net & _MASK32, net >> _SH32, v0, mean, std)
 
 
 @numba.njit(**_JIT)
 def _fill32(out, k0, k1, c1, net0, v0, mean, std):
+    words = np.empty((4, _TILE), dtype=np.int64)
     for r in range(out.shape[0]):
         net = net0 + np.uint64(r)
-        _row32(out[r], k0, k1, c1, net & _MASK32, net >> _SH32, v0, mean, std)
+        _row32(out[r], words, k0, k1, c1, net & _MASK32, net >> _SH32, v0, mean, std)
 
 
 # -- Python API -----------------------------------------------------------------------------
