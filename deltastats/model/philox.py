@@ -78,8 +78,9 @@ _JIT = dict(nogil=True, cache=True, error_model="numpy")
 _U32 = 2**32
 #: Values per 128-bit block in the float64 and float32 laws.
 _PER_BLOCK = {np.dtype(np.float64): 2, np.dtype(np.float32): 4}
-#: Below this many values a draw runs on the calling thread: a pool round trip costs more
-#: (measured on 2 cores: 164k float64 values take 2.8 ns each on one thread, 4.0 on two).
+#: Below this many values a draw runs on the calling thread: waking a pool thread (≈ 50 µs
+#: round trip) costs about what it saves, and more when the other core is busy (measured on
+#: 2 shared cores: 164k float64 values take 2.4 ns each on one thread, 2.6–2.9 on two).
 _PARALLEL_VALUES = 1 << 20
 #: A parallel draw is cut into about this many pieces per thread, each of at least
 #: _PIECE_VALUES values (≈ 0.1 ms: the hand-out and the call cost a few µs per piece).
