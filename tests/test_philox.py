@@ -279,6 +279,32 @@ def test_network_stacks_do_not_depend_on_how_many_networks_or_threads(dtype):
     np.testing.assert_array_equal(whole[4].ravel(), (z * 2.0 + 0.25).astype(dtype))
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_small_pieces_give_the_same_bits(monkeypatch, dtype):
+    # Tiny pieces, so that a small draw is cut into many: groups of whole rows, and segments
+    # of a row that start at odd offsets inside a block.
+    monkeypatch.setattr(philox, "_PIECE_VALUES", 5)
+    shape = (7, 13, 11)
+    whole = network_normal(np.empty(shape, dtype), KEY, 5, 100, 0.25, 2.0, threads=1)
+    for threads in (2, 3):
+        got = network_normal(np.empty(shape, dtype), KEY, 5, 100, 0.25, 2.0, threads=threads)
+        np.testing.assert_array_equal(got, whole)
+    one = philox_normal(KEY, (1, 2, 3), 1003, dtype, start=3, threads=1)
+    for threads in (2, 3):
+        got = philox_normal(KEY, (1, 2, 3), 1003, dtype, start=3, threads=threads)
+        np.testing.assert_array_equal(got, one)
+
+
+def test_parallel_draw_from_inside_a_pool_worker():
+    # A worker of the same pool asking for a parallel draw must not wait for itself.
+    from deltastats._parallel import executor
+
+    one = philox_normal(KEY, (4, 4, 4), 300_000, threads=1)
+    jobs = [executor(2).submit(philox_normal, KEY, (4, 4, 4), 300_000, threads=2) for _ in range(2)]
+    for job in jobs:
+        np.testing.assert_array_equal(job.result(timeout=60), one)
+
+
 def test_numba_thread_setting_does_not_matter():
     # The kernels are serial (threads come from the engine's pool), so numba's own thread
     # count cannot change anything; checked anyway since other code may set it.
