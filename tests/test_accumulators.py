@@ -221,6 +221,32 @@ def test_backprop_accumulator_merge_equals_one_pass():
         first.merge(other)
 
 
+def test_trace_without_gradients_gives_the_gradient_features_from_delta_and_h():
+    net = ds.MLP((3, 6, 5, 2), activation="tanh", sigma_w=1.3, sigma_b=0.1)
+    B = 4
+    p = net.sample(30, 5)
+    x = inputs.gaussian().sample(3, B, 5, n_networks=30)
+    y = targets.gaussian().sample(x, 2, 5)
+    full, light = BackpropAccumulator(net, B), BackpropAccumulator(net, B)
+    full.update(ds.backprop(net, p, x, y))
+    light.update(ds.backprop(net, p, x, y, grads=False), x=x)
+    assert full.shifts.keys() == light.shifts.keys()
+    for k in full.shifts:  # network 0's gradient is formed as the engine forms it: same bits
+        np.testing.assert_array_equal(full.shifts[k], light.shifts[k])
+    a, b = E.summarize(full).table, E.summarize(light).table
+    grad = a["statistic"].str.startswith("grad_w").to_numpy()
+    assert grad.any()
+    cols = ["estimate", "std_error"]
+    np.testing.assert_array_equal(a.loc[~grad, cols].to_numpy(), b.loc[~grad, cols].to_numpy())
+    np.testing.assert_allclose(
+        a.loc[grad, cols].to_numpy(), b.loc[grad, cols].to_numpy(), rtol=1e-12, atol=1e-16
+    )
+    with pytest.raises(ValueError, match="without gradients"):
+        light.update(ds.backprop(net, p, x, y, grads=False))
+    with pytest.raises(ValueError, match="without gradients"):
+        light.update(ds.backprop(net, p, x, y, grads=False, weight_decay=0.1), x=x)
+
+
 def test_float32_engine_is_accumulated_in_float64():
     net = ds.MLP((3, 4, 1), activation="tanh", mu_w=0.5)
     e64 = E.estimate(net, n_networks=120, batch=4, seed=0)
@@ -268,13 +294,17 @@ def test_parallel_jobs_with_network0_shifts_reproduce_estimate_exactly():
     def trace(start, M):
         p = net.sample(M, seed, start=start)
         x = law_x.sample(3, B, seed, n_networks=M, start=start)
-        return ds.backprop(net, p, x, law_y.sample(x, 2, seed, start=start))
+        # As estimate() runs the engine: no materialized gradients (their features come
+        # from δ and h, so the inputs go along).
+        return x, ds.backprop(net, p, x, law_y.sample(x, 2, seed, start=start), grads=False)
 
-    shifts = BackpropAccumulator(net, B).compute_shifts(trace(0, 1))
+    x0, t0 = trace(0, 1)
+    shifts = BackpropAccumulator(net, B).compute_shifts(t0, x=x0)
     jobs = []
     for a, b in ((0, 45), (45, 100), (100, n)):
         acc = BackpropAccumulator(net, B, start=a, shifts=shifts)
-        acc.update(trace(a, b - a))
+        xa, ta = trace(a, b - a)
+        acc.update(ta, x=xa)
         jobs.append(acc)
     merged = merge(jobs[2], merge(jobs[1], jobs[0]))
     got = E.summarize(merged).table

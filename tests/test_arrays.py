@@ -52,7 +52,12 @@ def test_engine_trace_gives_estimate_bit_for_bit(method):
         method=method,
     )
     assert list(est.table["statistic"]) == list(ref.table["statistic"])
-    np.testing.assert_array_equal(_numbers(est), _numbers(ref))
+    # estimate() forms the weight-gradient features from δ and h (Gram matrices), the arrays
+    # path from the materialized gradients: those agree to rounding, the rest bit for bit.
+    grad = ref.table["statistic"].str.startswith("grad_w").to_numpy()
+    a, b = _numbers(est), _numbers(ref)
+    np.testing.assert_array_equal(a[~grad], b[~grad])
+    np.testing.assert_allclose(a[grad], b[grad], rtol=1e-12, atol=1e-15)
     assert (est.n_networks, est.n_inputs, est.n_overflow) == (150, 6, 0)
     # Usable by suggest_allocation exactly like the engine's estimates.
     pd.testing.assert_frame_equal(

@@ -3,7 +3,12 @@
 import numpy as np
 import pytest
 
-from deltastats.feature_kernels import block_moments, layer_features, weight_features
+from deltastats.feature_kernels import (
+    block_moments,
+    gram_weight_features,
+    layer_features,
+    weight_features,
+)
 from deltastats.stats import features as F
 
 
@@ -136,6 +141,21 @@ def test_weight_features(dtype):
     y = g.reshape(6, -1).astype(np.float64) - 0.25
     ref = np.stack([y.mean(1), (y * y).mean(1), y.mean(1) ** 2], -1)[:, None, :]
     np.testing.assert_allclose(got, ref, rtol=1e-14, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shared", [False, True])
+def test_gram_weight_features_equal_those_of_the_gradient(dtype, shared):
+    # B = 11 and widths that are not multiples of the kernels' lane counts (tails).
+    rng = np.random.default_rng(3)
+    d = rng.standard_normal((6, 11, 13)).astype(dtype)
+    h = rng.standard_normal((11, 19) if shared else (6, 11, 19)).astype(dtype) + 0.2
+    g = np.matmul(d.swapaxes(-1, -2).astype(np.float64), h.astype(np.float64)) / 11
+    c = float(g[0].mean())
+    got = gram_weight_features(d, h, c, 0.5)
+    np.testing.assert_allclose(got, weight_features(g, c, 0.5), rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="do not match"):
+        gram_weight_features(d, h[..., :5, :], c)
 
 
 def test_block_moments_equal_the_two_pass_definitions():

@@ -67,6 +67,9 @@ class Trace:
     overflow_layer : ndarray of int
         ``(M,)``: first layer (1 … L) with a non-finite z on the way forward, or, if the forward
         pass was finite, first layer with a non-finite δ counting down from L; 0 when finite.
+    weight_decay : float
+        The λ of the pass (it enters the weight gradients only), so that whoever forms
+        gradient statistics from δ and h of a trace without gradients knows whether it may.
     """
 
     z: tuple
@@ -77,6 +80,7 @@ class Trace:
     grad_biases: tuple | None
     overflow: np.ndarray
     overflow_layer: np.ndarray
+    weight_decay: float = 0.0
 
     @property
     def output(self) -> np.ndarray | None:
@@ -335,6 +339,7 @@ def backprop(
         None if gb is None else tuple(gb),
         overflow,
         first,
+        float(weight_decay),
     )
 
 

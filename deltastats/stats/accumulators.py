@@ -55,6 +55,7 @@ from .features import (
     N_STEIN_MV,
     P1,
     FeatureKey,
+    gram_weight_features,
     layer_features,
     weight_features,
 )
@@ -482,6 +483,20 @@ def _stein_mv_parts(params: Params, x: np.ndarray, trace: Trace, q0: float):
     return s, u
 
 
+def _check_trace(trace: Trace, x) -> None:
+    """What :class:`BackpropAccumulator` needs of a trace: all layers; gradients, or else the
+    inputs x and no weight decay (the gradient features then come from δ and h)."""
+    if not isinstance(trace, Trace):
+        raise ValueError("trace must be the Trace returned by deltastats.backprop")
+    if any(z is None for z in trace.z) or any(h is None for h in trace.h):
+        raise ValueError("the trace needs keep_layers=None (all layers)")
+    if trace.grad_weights is None and (trace.weight_decay or x is None):
+        raise ValueError(
+            "a trace without gradients (grads=False) needs x=… and no weight decay; "
+            "or pass a trace with grads=True"
+        )
+
+
 class BackpropAccumulator(SummarySource):
     """Streaming, mergeable summaries of backprop traces, per layer and per unit.
 
@@ -559,19 +574,42 @@ class BackpropAccumulator(SummarySource):
         """The shifts c that this accumulator would take from ``trace``'s first network.
 
         For parallel accumulation: run network 0 alone, ``shifts = BackpropAccumulator(net,
-        B).compute_shifts(trace0)``, and create every job's accumulator with ``shifts=shifts``;
-        the merged result is then bit-for-bit that of :func:`deltastats.estimate`, whose shifts
-        come from network 0 too.
+        B).compute_shifts(trace0, x=x0)``, and create every job's accumulator with
+        ``shifts=shifts``; the merged result is then bit-for-bit that of
+        :func:`deltastats.estimate`, whose shifts come from network 0 too, when the traces are
+        made as it makes them (:meth:`Design.backprop
+        <deltastats.stats.design.Design.backprop>`: without weight decay ``grads=False``, and
+        ``x`` given to :meth:`update`; traces with gradients give the weight-gradient
+        statistics to rounding, ≈ 1e-15 relative).
         """
+        _check_trace(trace, x)
         s = u = None
         if self.stein_q0 is not None:
             if params is None or x is None or np.ndim(x) != 3:
                 raise ValueError("stein_q0 needs params=… and x=… (M, B, n_0) too")
             with np.errstate(all="ignore"):
                 s, u = _stein_mv_parts(params, x, trace, self.stein_q0)
-        return self._initial_shifts(trace, s, u)
+        return self._initial_shifts(trace, x, s, u)
 
-    def _initial_shifts(self, trace: Trace, s=None, u=None) -> dict:
+    def _layer_inputs(self, trace: Trace, x, l: int) -> np.ndarray:
+        """h⁽ˡ⁻¹⁾ of the trace's networks (x for the first layer, in the trace's dtype: the
+        engine multiplies that), ``(M, B, n)`` or ``(B, n)``."""
+        if l > 0:
+            return trace.h[l - 1]
+        return np.asarray(x, dtype=trace.delta[0].dtype)
+
+    def _grad0(self, trace: Trace, x, l: int) -> np.ndarray:
+        """Network 0's weight gradient of layer l + 1: the trace's, or formed as the engine
+        forms it, (δᵀh)/B (the same product, so the shift has the same bits)."""
+        if trace.grad_weights is not None:
+            return trace.grad_weights[l][0]
+        h = self._layer_inputs(trace, x, l)
+        h0 = h[0] if h.ndim == 3 else h
+        g = np.matmul(trace.delta[l][0].T, h0)
+        g /= h0.shape[0]
+        return g
+
+    def _initial_shifts(self, trace: Trace, x=None, s=None, u=None) -> dict:
         """Shifts c and scales s from the first network of the chunk (:func:`network_shifts`)."""
         sh = {}
         for l in range(self.net.depth):
@@ -580,7 +618,7 @@ class BackpropAccumulator(SummarySource):
                 l + 1,
                 trace.delta[l][0],
                 trace.z[l][0],
-                trace.grad_weights[l][0],
+                self._grad0(trace, x, l),
                 trace.loss[0] if l == 0 else None,
             )
         with np.errstate(all="ignore"):
@@ -614,7 +652,7 @@ class BackpropAccumulator(SummarySource):
             self._check_keys = keys
         return self._layout
 
-    def _trace_features(self, trace: Trace, s=None, u=None) -> FeatureStack:
+    def _trace_features(self, trace: Trace, x=None, s=None, u=None) -> FeatureStack:
         sh = self.shifts
         # Every kernel writes straight into its columns of one (M, F) stack: no copies.
         feats = FeatureStack.empty(self._feature_layout(), trace.loss.shape[0])
@@ -640,8 +678,15 @@ class BackpropAccumulator(SummarySource):
                     scale_z=_scale(sh, f"z/{key}/scale"),
                     out=out,
                 )
-                weight_features(
-                    trace.grad_weights[l],
+                # Without materialized gradients, from δ and h while the Gram matrices are
+                # cheap (B ≪ n): the same features to rounding (gram_weight_features).
+                grad_args = (
+                    (trace.grad_weights[l],)
+                    if trace.grad_weights is not None
+                    else (trace.delta[l], self._layer_inputs(trace, x, l))
+                )
+                (weight_features if len(grad_args) == 1 else gram_weight_features)(
+                    *grad_args,
                     sh[f"gradw/{key}"],
                     _scale(sh, f"gradw/{key}/scale"),
                     out=feats[f"gradw/{key}/pool"],
@@ -693,16 +738,15 @@ class BackpropAccumulator(SummarySource):
         Parameters
         ----------
         trace : Trace
-            From :func:`deltastats.backprop` with ``grads=True`` and all layers kept; δ, z
-            ``(M, B, n_l)``. Networks with ``trace.overflow`` are counted and excluded.
+            From :func:`deltastats.backprop` with all layers kept; δ, z ``(M, B, n_l)``.
+            Networks with ``trace.overflow`` are counted and excluded. Without gradients
+            (``grads=False``, allowed only without weight decay) the gradient features are
+            computed from δ and h (and ``x`` for layer 1).
         params, x
-            The parameters and inputs ``(M, B, n_0)`` of the trace; needed only with
-            ``stein_q0``.
+            The parameters and inputs ``(M, B, n_0)`` (or shared ``(B, n_0)``) of the trace;
+            needed with ``stein_q0`` and, for ``x``, with a trace without gradients.
         """
-        if not isinstance(trace, Trace):
-            raise ValueError("trace must be the Trace returned by deltastats.backprop")
-        if trace.grad_weights is None or any(z is None for z in trace.z):
-            raise ValueError("the trace needs grads=True and keep_layers=None (all layers)")
+        _check_trace(trace, x)
         B = trace.loss.shape[1]
         if B != self.batch:
             raise ValueError(
@@ -715,13 +759,13 @@ class BackpropAccumulator(SummarySource):
             with np.errstate(all="ignore"):
                 s, u = _stein_mv_parts(params, x, trace, self.stein_q0)
         if self.shifts is None:
-            self.shifts = self._initial_shifts(trace, s, u)
+            self.shifts = self._initial_shifts(trace, x, s, u)
         valid = ~np.asarray(trace.overflow, dtype=bool)
         self.n_overflow += int((~valid).sum())
         for layer in np.asarray(trace.overflow_layer)[~valid]:
             self.overflow_layers[int(layer)] = self.overflow_layers.get(int(layer), 0) + 1
         with np.errstate(over="ignore", invalid="ignore"):
-            feats = self._trace_features(trace, s, u)
+            feats = self._trace_features(trace, x, s, u)
         # A finite δ can still overflow in the power sums (δ⁴ beyond ~1e308): such networks are
         # overflowed too — excluded, counted and warned about, never a silent NaN in a table.
         # (log-norm features may be −inf legitimately: a dead ReLU layer, counted below.)

@@ -281,9 +281,21 @@ class Design:
         return params, x, y
 
     def backprop(self, params: Params, x: np.ndarray, y: np.ndarray) -> Trace:
-        """The engine pass of one chunk, as the accumulators need it (all layers, gradients)."""
+        """The engine pass of one chunk, as the accumulators need it (all layers kept).
+
+        Without weight decay the weight gradients are not formed: the accumulator computes
+        their features from δ and h (:func:`~deltastats.stats.features.gram_weight_features`),
+        which saves the engine a product and a write of n_l·n_{l−1} numbers per network and
+        layer. With λ > 0 the gradients (which then include λW) are materialized as before."""
         return backprop(
-            self.net, params, x, y, loss=self.loss, weight_decay=self.weight_decay, warn=False
+            self.net,
+            params,
+            x,
+            y,
+            loss=self.loss,
+            weight_decay=self.weight_decay,
+            grads=bool(self.weight_decay),
+            warn=False,
         )
 
     def accumulator(self, start: int = 0, shifts: dict | None = None) -> BackpropAccumulator:

@@ -476,6 +476,117 @@ def weight_features(
     return out
 
 
+#: Partial sums of :func:`_dot`: a dot product of two rows of δ or h (10²–10³ entries).
+_DOT = 8
+
+
+@numba.njit(inline="always", **_JIT)
+def _dot(x, y, lanes):
+    """Σ_i x_i·y_i in float64 in :data:`_DOT` partial sums (lane k the entries i ≡ k mod _DOT,
+    in order; then a fixed pairwise tree): a fixed order that vectorizes. ``lanes`` scratch."""
+    N = x.size
+    W = _DOT
+    lanes[:] = 0.0
+    nW = N - N % W
+    for i in range(0, nW, W):
+        for k in range(W):
+            lanes[k] += np.float64(x[i + k]) * np.float64(y[i + k])
+    for i in range(nW, N):
+        lanes[i - nW] += np.float64(x[i]) * np.float64(y[i])
+    w = W
+    while w > 1:
+        w //= 2
+        for k in range(w):
+            lanes[k] += lanes[k + w]
+    return lanes[0]
+
+
+@numba.njit(inline="always", **_JIT)
+def _gram(a, gram, sums, lanes):
+    """Gram matrix ``gram[b, b'] = a_b·a_b'`` (symmetric, both halves written) and row sums
+    ``sums[b] = Σ_i a_bi`` of the rows of ``a`` (B, n), in float64."""
+    B = a.shape[0]
+    for b in range(B):
+        sums[b], gram[b, b] = _lane_sums(a[b], 0.0, 1.0)  # (x − 0)·1 = x exactly
+        for b2 in range(b + 1, B):
+            gram[b, b2] = gram[b2, b] = _dot(a[b], a[b2], lanes)
+
+
+@numba.njit(**_JIT)
+def _gram_weight_features(delta, h, c, inv, out):
+    M, B, n_out = delta.shape
+    N = n_out * h.shape[2]
+    gd, gh = np.empty((B, B)), np.empty((B, B))
+    sd, sh = np.empty(B), np.empty(B)
+    lanes = np.empty(_DOT)
+    for m in range(M):
+        _gram(delta[m], gd, sd, lanes)
+        _gram(h[m if h.shape[0] == M else 0], gh, sh, lanes)
+        # G = (1/B) Σ_b δ_b h_bᵀ: ΣG = (1/B) Σ_b (1ᵀδ_b)(1ᵀh_b), ‖G‖²_F = (1/B²) Σ_bb' (δ_b·δ_b')
+        # (h_b·h_b'), the off-diagonal pairs once, doubled (the Gram matrices are symmetric).
+        s1 = 0.0
+        diag = 0.0
+        off = 0.0
+        for b in range(B):
+            s1 += sd[b] * sh[b]
+            diag += gd[b, b] * gh[b, b]
+            for b2 in range(b + 1, B):
+                off += gd[b, b2] * gh[b, b2]
+        s1 /= B
+        s2 = (diag + 2.0 * off) / (B * B)
+        # Σ(G − c) = ΣG − Nc and Σ(G − c)² = ΣG² − 2cΣG + Nc², in units of the scale.
+        mean = (s1 - N * c) * inv / N
+        out[m, 0, MEAN] = mean
+        out[m, 0, MEAN_SQ] = ((s2 - 2.0 * c * s1) + N * c * c) * (inv * inv) / N
+        out[m, 0, SQ_MEAN] = mean * mean
+
+
+def gram_weight_features(
+    delta: np.ndarray,
+    h_prev: np.ndarray,
+    c: float,
+    scale: float = 1.0,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """:func:`weight_features` of the batch-mean weight gradient G = (1/B) Σ_b δ_b h_bᵀ
+    (no weight decay) from δ and h directly, never forming G.
+
+    With the B × B Gram matrices (δ_b·δ_b') and (h_b·h_b'), ‖G‖²_F = (1/B²) Σ_bb' (δ_b·δ_b')
+    (h_b·h_b') and ΣG = (1/B) Σ_b (1ᵀδ_b)(1ᵀh_b): about B²(n_l + n_{l−1}) operations per
+    network instead of the B·n_l·n_{l−1} of the gradient's product (and reading it back),
+    for B ≪ n. The shift enters after the sums (Σ(G − c)² = ‖G‖² − 2cΣG + Nc²), so the
+    features agree with :func:`weight_features` of the materialized gradient to rounding
+    relative to ‖G‖²/N (≈ 1e-15 when c is not far above the entries' spread; c is network 0's
+    entry mean, so it never is for a typical network).
+
+    Parameters
+    ----------
+    delta : ndarray, shape ``(M, B, n_l)``
+        δ⁽ˡ⁾ (float64 or float32).
+    h_prev : ndarray, shape ``(M, B, n_{l−1})`` or ``(B, n_{l−1})``
+        The layer's inputs h⁽ˡ⁻¹⁾ (x for layer 1), per network or shared.
+    c, scale, out
+        As in :func:`weight_features`.
+
+    Returns
+    -------
+    ndarray, shape ``(M, 1, 3)``, float64
+    """
+    d = np.ascontiguousarray(delta)
+    h = np.ascontiguousarray(h_prev)
+    h = h[None] if h.ndim == 2 else h
+    if d.ndim != 3 or h.ndim != 3 or h.shape[0] not in (1, d.shape[0]) or h.shape[1] != d.shape[1]:
+        raise ValueError(
+            f"delta (M, B, n_l) and h_prev (M, B, n) do not match: {d.shape}, {h.shape}"
+        )
+    if out is None:
+        out = np.empty((d.shape[0], 1, N_SCALAR))
+    elif out.shape != (d.shape[0], 1, N_SCALAR) or out.dtype != np.float64:
+        raise ValueError(f"out must be float64 of shape {(d.shape[0], 1, N_SCALAR)}")
+    _gram_weight_features(d, h, float(c), 1.0 / _check_scale(scale, "scale"), out)
+    return out
+
+
 def block_moments(
     features: np.ndarray, rows: np.ndarray, groups: np.ndarray, n_groups: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
