@@ -268,13 +268,15 @@ def test_parallel_jobs_with_network0_shifts_reproduce_estimate_exactly():
     def trace(start, M):
         p = net.sample(M, seed, start=start)
         x = law_x.sample(3, B, seed, n_networks=M, start=start)
-        return ds.backprop(net, p, x, law_y.sample(x, 2, seed, start=start))
+        return p, ds.backprop(net, p, x, law_y.sample(x, 2, seed, start=start))
 
-    shifts = BackpropAccumulator(net, B).compute_shifts(trace(0, 1))
+    shifts = BackpropAccumulator(net, B).compute_shifts(trace(0, 1)[1])
     jobs = []
     for a, b in ((0, 45), (45, 100), (100, n)):
-        acc = BackpropAccumulator(net, B, start=a, shifts=shifts)
-        acc.update(trace(a, b - a))
+        # control_variate=True (with params): estimate() reports delta_sq_cv too.
+        acc = BackpropAccumulator(net, B, start=a, shifts=shifts, control_variate=True)
+        p, tr = trace(a, b - a)
+        acc.update(tr, params=p)
         jobs.append(acc)
     merged = merge(jobs[2], merge(jobs[1], jobs[0]))
     got = E.summarize(merged).table

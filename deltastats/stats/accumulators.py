@@ -48,6 +48,7 @@ import numpy as np
 from .. import checks
 from ..engine import Trace
 from ..model.networks import MLP, Params
+from . import controls
 from .features import (
     LAYER_OUTPUTS,
     MEAN,
@@ -507,6 +508,8 @@ class BackpropAccumulator(SummarySource):
     stein      (ℓ, ℓ·ζ, ζ, ζ², d): ℓ = L − c_L, ζ = z − c_z,    c_L, c_z, c_δ
                d = δ − c_δ (pool: ζ, d unit-averaged)
     steinmv    (s − c_s, u − c_u, d) of :func:`_stein_mv_parts`  c_s, c_u, c_δ
+    cv         (y, c, yc, c²): y the dsq mean s₁, c the control  c_s (y); c has mean 0
+               of :mod:`deltastats.stats.controls`
     ========== ================================================ ======================
 
     Parameters
@@ -525,6 +528,9 @@ class BackpropAccumulator(SummarySource):
     stein_q0 : float or None
         If given, inputs are N(0, q₀·I) and layer-1 conditional Stein features are kept
         (needs ``params`` and ``x`` in :meth:`update`).
+    control_variate : bool
+        Also keep the control-variate features of ``delta_sq_cv`` (needs ``params`` in
+        :meth:`update`; a net without a known control mean, e.g. orthogonal weights, is an error).
     """
 
     def __init__(
@@ -538,9 +544,17 @@ class BackpropAccumulator(SummarySource):
         n_groups: int = DEFAULT_GROUPS,
         keep_networks: bool = False,
         stein_q0: float | None = None,
+        control_variate: bool = False,
     ) -> None:
         if not isinstance(net, MLP):
             raise ValueError(f"net must be an MLP, got {type(net).__name__}")
+        self._growth = controls.chain_growth(net) if control_variate else None
+        if control_variate and self._growth is None:
+            raise ValueError(
+                "control_variate needs weights with independent entries and nonzero moments "
+                f"(the control's mean is then exact); init={net.init!r} has none"
+            )
+        self.control_variate = bool(control_variate)
         self.net = net
         self.batch = checks.positive_int("batch", batch)
         self.shifts = None if shifts is None else {k: np.array(v) for k, v in shifts.items()}
@@ -559,7 +573,8 @@ class BackpropAccumulator(SummarySource):
         """The shifts c that this accumulator would take from ``trace``'s first network.
 
         For parallel accumulation: run network 0 alone, ``shifts = BackpropAccumulator(net,
-        B).compute_shifts(trace0)``, and create every job's accumulator with ``shifts=shifts``;
+        B).compute_shifts(trace0)``, and create every job's accumulator with ``shifts=shifts``
+        (and ``control_variate=True``, feeding ``params``, for ``delta_sq_cv``);
         the merged result is then bit-for-bit that of :func:`deltastats.estimate`, whose shifts
         come from network 0 too.
         """
@@ -604,6 +619,8 @@ class BackpropAccumulator(SummarySource):
             if self.stein_q0 is not None:
                 shapes["steinmv/1/unit"] = (self.net.widths[1], N_STEIN_MV)
                 shapes["steinmv/1/pool"] = (1, N_STEIN_MV)
+            for l in range(1, self.net.depth + 1) if self.control_variate else ():
+                shapes[f"cv/{l}/pool"] = (1, controls.N_CV)
             self._layout = FeatureLayout.of(shapes)
             # Per column, the layer whose overflow check it enters (0: log-norm, exempt).
             keys = np.zeros(self._layout.width, dtype=np.int64)
@@ -614,7 +631,7 @@ class BackpropAccumulator(SummarySource):
             self._check_keys = keys
         return self._layout
 
-    def _trace_features(self, trace: Trace, s=None, u=None) -> FeatureStack:
+    def _trace_features(self, trace: Trace, s=None, u=None, params=None) -> FeatureStack:
         sh = self.shifts
         # Every kernel writes straight into its columns of one (M, F) stack: no copies.
         feats = FeatureStack.empty(self._feature_layout(), trace.loss.shape[0])
@@ -660,6 +677,11 @@ class BackpropAccumulator(SummarySource):
                 feats["steinmv/1/pool"][...] = np.stack(
                     [ds.mean(axis=1), du.mean(axis=1), dd_pool], axis=-1
                 )[:, None, :]
+            if self.control_variate:
+                c = controls.control(self.net, params.weights, self._growth)
+                for l in range(1, self.net.depth + 1):
+                    y = feats[f"dsq/{l}/pool"][:, 0, MEAN]
+                    controls.write_features(feats[f"cv/{l}/pool"], y, c[:, l - 1])
         return feats
 
     def consts(self) -> dict:
@@ -669,6 +691,8 @@ class BackpropAccumulator(SummarySource):
         for l in range(1, self.net.depth + 1):
             n_in, n_out = self.net.widths[l - 1], self.net.widths[l]
             out.update(layer_consts(sh, l, z=True, grad_size=n_in * n_out, stein=True))
+            if self.control_variate:  # y is the dsq feature: its shift and scale
+                out[f"cv/{l}/pool"] = out[f"dsq/{l}/pool"]
         if self.stein_q0 is not None:
             cd = sh["delta/1"]
             s_d = _scale(sh, "delta/1/scale")
@@ -709,6 +733,8 @@ class BackpropAccumulator(SummarySource):
                 f"trace has {B} inputs per network but the accumulator B = {self.batch}"
             )
         s = u = None
+        if self.control_variate and params is None:
+            raise ValueError("control_variate needs update(trace, params=…)")
         if self.stein_q0 is not None:
             if params is None or x is None or np.ndim(x) != 3:
                 raise ValueError("stein_q0 needs update(trace, params=…, x=…) with x (M, B, n_0)")
@@ -721,7 +747,7 @@ class BackpropAccumulator(SummarySource):
         for layer in np.asarray(trace.overflow_layer)[~valid]:
             self.overflow_layers[int(layer)] = self.overflow_layers.get(int(layer), 0) + 1
         with np.errstate(over="ignore", invalid="ignore"):
-            feats = self._trace_features(trace, s, u)
+            feats = self._trace_features(trace, s, u, params)
         # A finite δ can still overflow in the power sums (δ⁴ beyond ~1e308): such networks are
         # overflowed too — excluded, counted and warned about, never a silent NaN in a table.
         # (log-norm features may be −inf legitimately: a dead ReLU layer, counted below.)
@@ -744,6 +770,8 @@ class BackpropAccumulator(SummarySource):
         :meth:`FeatureAccumulator.merge`); both must share ``net``, ``batch`` and shifts."""
         if not isinstance(other, BackpropAccumulator):
             raise ValueError(f"can only merge with a BackpropAccumulator, got {type(other)}")
-        if other.net != self.net or other.batch != self.batch or other.stein_q0 != self.stein_q0:
-            raise ValueError("accumulators differ in net, batch or stein_q0")
+        if (other.net, other.batch, other.stein_q0, other.control_variate) != (
+            self.net, self.batch, self.stein_q0, self.control_variate
+        ):  # fmt: skip
+            raise ValueError("accumulators differ in net, batch, stein_q0 or control_variate")
         return self._merged(other)

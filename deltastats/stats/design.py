@@ -20,6 +20,7 @@ from ..model import targets as _targets
 from ..model.losses import get_loss
 from ..model.networks import MLP, Params
 from .accumulators import BackpropAccumulator
+from .controls import chain_growth
 from .intervals import check_method_confidence
 
 #: Floats of traces, parameters and gradients per engine pass when ``chunk`` is not given
@@ -296,4 +297,6 @@ class Design:
             n_groups=self.jackknife_groups,
             keep_networks=self.keep_networks,
             stein_q0=self.stein_q0,
+            # delta_sq_cv wherever its control has an exactly known mean (not orthogonal W).
+            control_variate=chain_growth(self.net) is not None,
         )

@@ -88,6 +88,7 @@ QUANTITIES: dict[str, int] = {
     "gradw": N_SCALAR,
     "stein": N_STEIN,
     "steinmv": N_STEIN_MV,
+    "cv": 4,  # (y, c, yc, c²) of deltastats.stats.controls
 }
 
 
