@@ -8,6 +8,8 @@ from deltastats import estimators as E
 from deltastats import inputs, targets
 from deltastats.accumulators import BackpropAccumulator, FeatureAccumulator, merge
 from deltastats.engine import Trace
+from deltastats.stats import controls
+from deltastats.stats.design import Design
 
 
 def _fake_trace(x, loss=None, grad=None):
@@ -291,20 +293,21 @@ def test_parallel_jobs_with_network0_shifts_reproduce_estimate_exactly():
     B, seed, n = 4, 9, 130
     law_x, law_y = inputs.gaussian(), targets.constant(0.3)
 
-    def trace(start, M):
-        p = net.sample(M, seed, start=start)
-        x = law_x.sample(3, B, seed, n_networks=M, start=start)
-        # As estimate() runs the engine: no materialized gradients (their features come
-        # from δ and h, so the inputs go along).
-        return x, ds.backprop(net, p, x, law_y.sample(x, 2, seed, start=start), grads=False)
+    design = Design(net, law_x, law_y, n_networks=n, batch=B, seed=seed)
 
-    x0, t0 = trace(0, 1)
+    def trace(start, M):
+        # As estimate() draws and runs the engine (with or without materialized gradients,
+        # whose features then come from δ and h, so the inputs go along).
+        return design.trace(start, M)
+
+    _, x0, t0 = trace(0, 1)
     shifts = BackpropAccumulator(net, B).compute_shifts(t0, x=x0)
     jobs = []
+    cv = controls.enabled(net, B)
     for a, b in ((0, 45), (45, 100), (100, n)):
-        acc = BackpropAccumulator(net, B, start=a, shifts=shifts)
-        xa, ta = trace(a, b - a)
-        acc.update(ta, x=xa)
+        acc = BackpropAccumulator(net, B, start=a, shifts=shifts, control_variate=cv)
+        pa, xa, ta = trace(a, b - a)
+        acc.update(ta, x=xa, params=pa)
         jobs.append(acc)
     merged = merge(jobs[2], merge(jobs[1], jobs[0]))
     got = E.summarize(merged).table

@@ -2,6 +2,7 @@
 references (statsmodels cluster-robust OLS, MixedLM REML), coverage on a random-effects design,
 chunking invariance, statistics absent without their pieces, non-finite networks, bad input."""
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -50,6 +51,10 @@ def test_engine_trace_gives_estimate_bit_for_bit(method):
         loss=trace.loss,
         grads=list(trace.grad_weights),
         method=method,
+    )
+    # delta_sq_cv needs the weights (its control), which arrays do not carry: absent there.
+    ref = dataclasses.replace(
+        ref, table=ref.table[ref.table.statistic != "delta_sq_cv"].reset_index(drop=True)
     )
     assert list(est.table["statistic"]) == list(ref.table["statistic"])
     # estimate() forms the weight-gradient features from δ and h (Gram matrices), the arrays

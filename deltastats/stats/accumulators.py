@@ -48,6 +48,7 @@ import numpy as np
 from .. import checks
 from ..engine import Trace
 from ..model.networks import MLP, Params
+from . import controls
 from .features import (
     LAYER_OUTPUTS,
     MEAN,
@@ -55,6 +56,7 @@ from .features import (
     N_STEIN_MV,
     P1,
     FeatureKey,
+    _stein_mv_parts,
     gram_weight_features,
     layer_features,
     weight_features,
@@ -458,31 +460,6 @@ def _add_counts(a: dict, b: dict) -> dict:
     return {k: a.get(k, 0) + b.get(k, 0) for k in {**a, **b}}
 
 
-def _stein_mv_parts(params: Params, x: np.ndarray, trace: Trace, q0: float):
-    """Per-network conditional Stein estimates at layer 1 (Gaussian inputs x ~ N(0, q₀I)).
-
-    Given W = W⁽¹⁾, b = b⁽¹⁾ of network m, z⁽¹⁾ = Wx + b ~ N(b, Σ) exactly with Σ = q₀WWᵀ, so
-    Stein's lemma E[(z − μ)L] = Σ E[∇_z L] gives, per network,
-
-        s_m = Σ⁻¹ · (1/B) Σ_b (z_b − b) L_b           (multivariate, exact identity)
-        u_m = diag(Σ)⁻¹ · (1/B) Σ_b (z_b − b) L_b     (univariate form, ignores unit correlation)
-
-    Returns ``(s, u)``, each ``(M, n_1)``.
-    """
-    W = np.asarray(params.weights[0], dtype=np.float64)
-    b = np.asarray(params.biases[0], dtype=np.float64)
-    z = np.asarray(trace.z[0], dtype=np.float64)
-    L = np.asarray(trace.loss, dtype=np.float64)
-    cov_zl = np.mean((z - b[:, None, :]) * L[:, :, None], axis=1)  # (M, n1)
-    sigma = q0 * np.matmul(W, W.swapaxes(-1, -2))  # (M, n1, n1)
-    try:
-        s = np.linalg.solve(sigma, cov_zl[..., None])[..., 0]
-    except np.linalg.LinAlgError:  # a singular Σ (measure zero): least-squares solution
-        s = np.matmul(np.linalg.pinv(sigma), cov_zl[..., None])[..., 0]
-    u = cov_zl / np.diagonal(sigma, axis1=-2, axis2=-1)
-    return s, u
-
-
 def _check_trace(trace: Trace, x) -> None:
     """What :class:`BackpropAccumulator` needs of a trace: all layers; gradients, or else the
     inputs x and no weight decay (the gradient features then come from δ and h)."""
@@ -522,6 +499,8 @@ class BackpropAccumulator(SummarySource):
     stein      (ℓ, ℓ·ζ, ζ, ζ², d): ℓ = L − c_L, ζ = z − c_z,    c_L, c_z, c_δ
                d = δ − c_δ (pool: ζ, d unit-averaged)
     steinmv    (s − c_s, u − c_u, d) of :func:`_stein_mv_parts`  c_s, c_u, c_δ
+    cv         (y, c, yc, c²): y the dsq mean s₁, c the control  c_s (y); c has mean 0
+               of :mod:`deltastats.stats.controls`
     ========== ================================================ ======================
 
     Parameters
@@ -540,6 +519,9 @@ class BackpropAccumulator(SummarySource):
     stein_q0 : float or None
         If given, inputs are N(0, q₀·I) and layer-1 conditional Stein features are kept
         (needs ``params`` and ``x`` in :meth:`update`).
+    control_variate : bool
+        Also keep the control-variate features of ``delta_sq_cv`` (needs ``params`` in
+        :meth:`update`; a net without a known control mean, e.g. orthogonal weights, is an error).
     """
 
     def __init__(
@@ -553,9 +535,17 @@ class BackpropAccumulator(SummarySource):
         n_groups: int = DEFAULT_GROUPS,
         keep_networks: bool = False,
         stein_q0: float | None = None,
+        control_variate: bool = False,
     ) -> None:
         if not isinstance(net, MLP):
             raise ValueError(f"net must be an MLP, got {type(net).__name__}")
+        self._growth = controls.chain_growth(net) if control_variate else None
+        if control_variate and self._growth is None:
+            raise ValueError(
+                "control_variate needs weights with independent entries and nonzero moments "
+                f"(the control's mean is then exact); init={net.init!r} has none"
+            )
+        self.control_variate = bool(control_variate)
         self.net = net
         self.batch = checks.positive_int("batch", batch)
         self.shifts = None if shifts is None else {k: np.array(v) for k, v in shifts.items()}
@@ -575,7 +565,8 @@ class BackpropAccumulator(SummarySource):
 
         For parallel accumulation: run network 0 alone, ``shifts = BackpropAccumulator(net,
         B).compute_shifts(trace0, x=x0)``, and create every job's accumulator with
-        ``shifts=shifts``; the merged result is then bit-for-bit that of
+        ``shifts=shifts`` (and ``control_variate=True``, feeding ``params``, for
+        ``delta_sq_cv``); the merged result is then bit-for-bit that of
         :func:`deltastats.estimate`, whose shifts come from network 0 too, when the traces are
         made as it makes them (:meth:`Design.backprop
         <deltastats.stats.design.Design.backprop>`: without weight decay ``grads=False``, and
@@ -642,6 +633,8 @@ class BackpropAccumulator(SummarySource):
             if self.stein_q0 is not None:
                 shapes["steinmv/1/unit"] = (self.net.widths[1], N_STEIN_MV)
                 shapes["steinmv/1/pool"] = (1, N_STEIN_MV)
+            for l in range(1, self.net.depth + 1) if self.control_variate else ():
+                shapes[f"cv/{l}/pool"] = (1, controls.N_CV)
             self._layout = FeatureLayout.of(shapes)
             # Per column, the layer whose overflow check it enters (0: log-norm, exempt).
             keys = np.zeros(self._layout.width, dtype=np.int64)
@@ -652,7 +645,7 @@ class BackpropAccumulator(SummarySource):
             self._check_keys = keys
         return self._layout
 
-    def _trace_features(self, trace: Trace, x=None, s=None, u=None) -> FeatureStack:
+    def _trace_features(self, trace: Trace, x=None, s=None, u=None, params=None) -> FeatureStack:
         sh = self.shifts
         # Every kernel writes straight into its columns of one (M, F) stack: no copies.
         feats = FeatureStack.empty(self._feature_layout(), trace.loss.shape[0])
@@ -705,6 +698,11 @@ class BackpropAccumulator(SummarySource):
                 feats["steinmv/1/pool"][...] = np.stack(
                     [ds.mean(axis=1), du.mean(axis=1), dd_pool], axis=-1
                 )[:, None, :]
+            if self.control_variate:
+                c = controls.control(self.net, params.weights, self._growth)
+                for l in range(1, self.net.depth + 1):
+                    y = feats[f"dsq/{l}/pool"][:, 0, MEAN]
+                    controls.write_features(feats[f"cv/{l}/pool"], y, c[:, l - 1])
         return feats
 
     def consts(self) -> dict:
@@ -714,6 +712,8 @@ class BackpropAccumulator(SummarySource):
         for l in range(1, self.net.depth + 1):
             n_in, n_out = self.net.widths[l - 1], self.net.widths[l]
             out.update(layer_consts(sh, l, z=True, grad_size=n_in * n_out, stein=True))
+            if self.control_variate:  # y is the dsq feature: its shift and scale
+                out[f"cv/{l}/pool"] = out[f"dsq/{l}/pool"]
         if self.stein_q0 is not None:
             cd = sh["delta/1"]
             s_d = _scale(sh, "delta/1/scale")
@@ -753,6 +753,8 @@ class BackpropAccumulator(SummarySource):
                 f"trace has {B} inputs per network but the accumulator B = {self.batch}"
             )
         s = u = None
+        if self.control_variate and params is None:
+            raise ValueError("control_variate needs update(trace, params=…)")
         if self.stein_q0 is not None:
             if params is None or x is None or np.ndim(x) != 3:
                 raise ValueError("stein_q0 needs update(trace, params=…, x=…) with x (M, B, n_0)")
@@ -765,7 +767,7 @@ class BackpropAccumulator(SummarySource):
         for layer in np.asarray(trace.overflow_layer)[~valid]:
             self.overflow_layers[int(layer)] = self.overflow_layers.get(int(layer), 0) + 1
         with np.errstate(over="ignore", invalid="ignore"):
-            feats = self._trace_features(trace, x, s, u)
+            feats = self._trace_features(trace, x, s, u, params)
         # A finite δ can still overflow in the power sums (δ⁴ beyond ~1e308): such networks are
         # overflowed too — excluded, counted and warned about, never a silent NaN in a table.
         # (log-norm features may be −inf legitimately: a dead ReLU layer, counted below.)
@@ -788,6 +790,8 @@ class BackpropAccumulator(SummarySource):
         :meth:`FeatureAccumulator.merge`); both must share ``net``, ``batch`` and shifts."""
         if not isinstance(other, BackpropAccumulator):
             raise ValueError(f"can only merge with a BackpropAccumulator, got {type(other)}")
-        if other.net != self.net or other.batch != self.batch or other.stein_q0 != self.stein_q0:
-            raise ValueError("accumulators differ in net, batch or stein_q0")
+        if (other.net, other.batch, other.stein_q0, other.control_variate) != (
+            self.net, self.batch, self.stein_q0, self.control_variate
+        ):  # fmt: skip
+            raise ValueError("accumulators differ in net, batch, stein_q0 or control_variate")
         return self._merged(other)

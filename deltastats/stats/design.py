@@ -19,6 +19,7 @@ from ..model import inputs as _inputs
 from ..model import targets as _targets
 from ..model.losses import get_loss
 from ..model.networks import MLP, Params
+from . import controls
 from .accumulators import BackpropAccumulator
 from .intervals import check_method_confidence
 
@@ -283,10 +284,14 @@ class Design:
     def backprop(self, params: Params, x: np.ndarray, y: np.ndarray) -> Trace:
         """The engine pass of one chunk, as the accumulators need it (all layers kept).
 
-        Without weight decay the weight gradients are not formed: the accumulator computes
-        their features from δ and h (:func:`~deltastats.stats.features.gram_weight_features`),
-        which saves the engine a product and a write of n_l·n_{l−1} numbers per network and
-        layer. With λ > 0 the gradients (which then include λW) are materialized as before."""
+        Without weight decay, and when B is small next to the widths, the weight gradients are
+        not formed: the accumulator computes their features from δ and h
+        (:func:`~deltastats.stats.features.gram_weight_features`, B²(n_l + n_{l−1}) operations
+        per network and layer instead of the gradient's B·n_l·n_{l−1} and its write). With
+        λ > 0 (the gradients then include λW) or a large B they are materialized."""
+        w = self.net.widths
+        gram = sum(self.batch * (a + b) for a, b in zip(w[1:], w[:-1]))
+        product = sum(a * b for a, b in zip(w[1:], w[:-1]))
         return backprop(
             self.net,
             params,
@@ -294,7 +299,7 @@ class Design:
             y,
             loss=self.loss,
             weight_decay=self.weight_decay,
-            grads=bool(self.weight_decay),
+            grads=bool(self.weight_decay) or gram > product,
             warn=False,
         )
 
@@ -308,4 +313,6 @@ class Design:
             n_groups=self.jackknife_groups,
             keep_networks=self.keep_networks,
             stein_q0=self.stein_q0,
+            # delta_sq_cv where its control has an exactly known mean and is cheap
+            control_variate=controls.enabled(self.net, self.batch),
         )

@@ -88,6 +88,7 @@ QUANTITIES: dict[str, int] = {
     "gradw": N_SCALAR,
     "stein": N_STEIN,
     "steinmv": N_STEIN_MV,
+    "cv": 4,  # (y, c, yc, c²) of deltastats.stats.controls
 }
 
 
@@ -622,3 +623,29 @@ def block_moments(
     mean, com, gsum = stack.layout.reduce(stack.data, rows, groups, n_groups)
     lay = stack.layout
     return lay.arrays(mean)["f"], lay.arrays(com, comoments=True)["f"], lay.arrays(gsum)["f"]
+
+
+def _stein_mv_parts(params, x: np.ndarray, trace, q0: float):
+    """Per-network conditional Stein estimates at layer 1 (Gaussian inputs x ~ N(0, q₀I)).
+
+    Given W = W⁽¹⁾, b = b⁽¹⁾ of network m, z⁽¹⁾ = Wx + b ~ N(b, Σ) exactly with Σ = q₀WWᵀ, so
+    Stein's lemma E[(z − μ)L] = Σ E[∇_z L] gives, per network,
+
+        s_m = Σ⁻¹ · (1/B) Σ_b (z_b − b) L_b           (multivariate, exact identity)
+        u_m = diag(Σ)⁻¹ · (1/B) Σ_b (z_b − b) L_b     (univariate form, ignores unit correlation)
+
+    ``params`` is the networks' :class:`~deltastats.model.networks.Params`, ``trace`` their
+    :class:`~deltastats.engine.passes.Trace`. Returns ``(s, u)``, each ``(M, n_1)``.
+    """
+    W = np.asarray(params.weights[0], dtype=np.float64)
+    b = np.asarray(params.biases[0], dtype=np.float64)
+    z = np.asarray(trace.z[0], dtype=np.float64)
+    L = np.asarray(trace.loss, dtype=np.float64)
+    cov_zl = np.mean((z - b[:, None, :]) * L[:, :, None], axis=1)  # (M, n1)
+    sigma = q0 * np.matmul(W, W.swapaxes(-1, -2))  # (M, n1, n1)
+    try:
+        s = np.linalg.solve(sigma, cov_zl[..., None])[..., 0]
+    except np.linalg.LinAlgError:  # a singular Σ (measure zero): least-squares solution
+        s = np.matmul(np.linalg.pinv(sigma), cov_zl[..., None])[..., 0]
+    u = cov_zl / np.diagonal(sigma, axis1=-2, axis2=-1)
+    return s, u

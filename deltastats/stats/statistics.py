@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .controls import CV_C, CV_CC, CV_Y, CV_YC
 from .features import (
     MEAN,
     MEAN_SQ,
@@ -166,6 +167,14 @@ def _uv_gap(v, c, M, B):
     return c["c_u"] + v[..., MV_U] - c["c_d"] - c.get("s_d", 1.0) * v[..., MV_DELTA]
 
 
+def _sq_cv(v, c, M, B):
+    # Control-variate estimate of E[δ²] (deltastats.stats.controls): ȳ − β̂c̄ with E[c] = 0
+    # exactly and β̂ = Cov(y, c)/Var(c) from the same networks; y is the dsq feature.
+    y, k, yk, kk = v[..., CV_Y], v[..., CV_C], v[..., CV_YC], v[..., CV_CC]
+    beta = (yk - y * k) / (kk - k * k)
+    return c["c"] + _s(c) * (y - beta * k)
+
+
 @dataclass(frozen=True)
 class _Stat:
     quantity: str  # feature-array prefix in the accumulator
@@ -198,6 +207,9 @@ _REGISTRY: dict[str, _Stat] = {
     "design_effect": _Stat("delta", _deff, True, "1 + (B − 1)·icc"),
     "delta_sq_icc": _Stat(
         "dsq", _icc3, False, "icc of s = ‖δ⁽ˡ⁾‖²/n_l, the per-input summary of E[δ²] (allocation)"
+    ),
+    "delta_sq_cv": _Stat(
+        "cv", _sq_cv, False, "E[δ²] pooled, with a control variate of exact mean (lower SE)"
     ),
     "stein_mv_delta_mean": _Stat("steinmv", _mv, True, "E[Σ⁻¹(z − b)L], layer 1, conditional"),
     "stein_mv_gap": _Stat("steinmv", _mv_gap, True, "stein_mv_delta_mean − delta_mean"),
