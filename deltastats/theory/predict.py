@@ -28,6 +28,18 @@ from .input_law import log_mean
 from .linear import linear_exact
 from .meanfield import _check_net
 
+#: ``DataFrame.attrs`` key of :func:`predict`'s output: why the backward 1/n terms, derived for
+#: the setting, are not given (their error control failed or the kernel overflows).
+UNRESOLVED = "backward_1_over_n_unresolved"
+_BACKWARD_STATISTICS = (
+    "delta_mean",
+    "delta_sq",
+    "delta_var",
+    "delta_norm_sq",
+    "log_delta_sq",
+    "grad_w_sq",
+)
+
 #: Statistic names shared with the estimators (plus the log-scale and cross-unit extras).
 STATISTICS = (
     "z_mean",
@@ -255,11 +267,15 @@ def predict(
             for l in range(1, L + 1):
                 add(l, "grad_w_sq", g_fw[l - 1], "finite-width")
     bc = None
+    unresolved = ""
     if finite_width and backward_covered(net, loss, targets) is None:
         try:
             bc = backward_corrections(net, inputs, targets, loss)
-        except TheoryNotCovered:  # the kernel overflows: no 1/n terms
+        except TheoryNotCovered as e:  # the kernel overflows, or the error control failed
             bc = None
+            unresolved = (
+                "the kernel overflows" if "overflow" in str(e) else "two resolutions disagree"
+            )
     if bc is not None:
         with np.errstate(divide="ignore", invalid="ignore"):
             for l in range(1, L + 1):
@@ -284,6 +300,8 @@ def predict(
             add(l, "log_delta_norm_sq_mean", fl.log_mean[l - 1], "empirical")
     df = pd.DataFrame(rows, columns=["layer", "statistic", "prediction", "assumption"])
     df["prediction"] = df["prediction"].replace(np.nan, np.inf)
+    if unresolved:
+        df.attrs[UNRESOLVED] = unresolved  # read by for_verdicts for the rows' note
     return df
 
 
@@ -407,7 +425,17 @@ def for_verdicts(predictions: pd.DataFrame, *, finite_width: bool = True) -> pd.
     ]
     untested = best["assumption"].isin(INFINITE_WIDTH) if finite_width else False
     best["testable"] = ~np.asarray(untested, dtype=bool) if finite_width else True
-    best["note"] = np.where(
+    note = np.where(
         best["testable"], "", "infinite-width theory; its 1/n term is not derived: no verdict"
     )
+    if predictions.attrs.get(UNRESOLVED):
+        # the backward 1/n terms are derived here, but their error control failed
+        backward = best["statistic"].isin(_BACKWARD_STATISTICS).to_numpy()
+        note = np.where(
+            ~np.asarray(best["testable"], dtype=bool) & backward,
+            "infinite-width theory; its 1/n term is derived but not resolved here "
+            f"({predictions.attrs[UNRESOLVED]}): no verdict",
+            note,
+        )
+    best["note"] = note
     return best

@@ -262,7 +262,14 @@ def summarize(table: pd.DataFrame) -> str:
             generic = "infinite-width theory whose finite-width (1/n) term is not derived"
             for note, g in rest.groupby(notes.where(notes != "", generic), sort=True):
                 stats_ = ", ".join(sorted(set(g["statistic"].astype(str))))
-                reason = generic if note.startswith("infinite-width theory") else note
+                reason = note
+                if note.startswith("infinite-width theory"):
+                    reason = (
+                        "infinite-width theory whose finite-width (1/n) term is derived but not "
+                        "resolved here (its error control failed or the kernel overflows)"
+                        if "not resolved" in note
+                        else generic
+                    )
                 text += f" {len(g)} rows ({stats_}) have no verdict: {reason}."
     if undefined:
         text += (
