@@ -391,3 +391,25 @@ def test_cross_entropy_output_delta_sums_to_zero_and_has_no_icc():
     assert abs(est.result("delta_mean", 2).estimate) < 1e-12
     assert np.isnan(est.result("icc", 2).estimate)
     assert np.isfinite(est.result("icc", 2, 0).estimate)
+
+
+def test_pooled_only_summary_matches_the_full_table():
+    """``summarize(..., units=False)`` (what the stopping rule reads) gives the pooled rows of
+    the full table, bit for bit, and no per-unit rows."""
+    from deltastats.stats.design import Design
+    from deltastats.stats.intervals import summarize
+
+    net = ds.MLP((5, 7, 6, 2), activation="tanh")
+    d = Design(net, inputs.gaussian(1.0), None, n_networks=40, batch=4, seed=3)
+    acc = d.accumulator()
+    for start in (0, 20):
+        p, x, y = d.draw(start, 20)
+        acc.update(d.backprop(p, x, y), params=p, x=x)
+    for method in ("clt", "jackknife"):
+        full = summarize(acc, method=method, statistics=["delta_sq", "z_var"]).table
+        pooled = summarize(acc, method=method, statistics=["delta_sq", "z_var"], units=False)
+        pooled = pooled.table
+        assert (pooled["unit"] == -1).all() and len(pooled) == 2 * net.depth
+        want = full[full["unit"] == -1].reset_index(drop=True)
+        pd.testing.assert_frame_equal(pooled.reset_index(drop=True), want)
+        assert np.isfinite(pooled["std_error"]).all()

@@ -377,8 +377,9 @@ class FeatureAccumulator:
             total = s if total is None else _combine(total, s, self._layout)
         return total
 
-    def summary(self) -> MomentSummary:
-        """Fold the tree (left to right, a fixed order) into a :class:`MomentSummary`."""
+    def summary(self, names=None) -> MomentSummary:
+        """Fold the tree (left to right, a fixed order) into a :class:`MomentSummary`;
+        ``names``: of these feature arrays only (a container of names; default all)."""
         total = self._fold()
         if total is None:
             raise ValueError("the accumulator is empty: feed at least one chunk with update()")
@@ -387,14 +388,14 @@ class FeatureAccumulator:
         cov = total.comoment / (n - 1) if n >= 2 else np.full_like(total.comoment, np.nan)
         per_net = None
         if self.keep_networks:
-            per_net = lay.arrays(np.concatenate(self._kept))
+            per_net = lay.arrays(np.concatenate(self._kept), names=names)
         return MomentSummary(
             n,
             self.n_seen,
-            lay.arrays(total.mean),
-            lay.arrays(cov, comoments=True),
+            lay.arrays(total.mean, names=names),
+            lay.arrays(cov, comoments=True, names=names),
             total.group_count.copy(),
-            lay.arrays(total.group_sum),
+            lay.arrays(total.group_sum, names=names),
             per_net,
         )
 
@@ -430,9 +431,9 @@ class SummarySource:
         """Networks included (fed and not excluded)."""
         return self.n_seen - self.n_overflow
 
-    def summary(self) -> MomentSummary:
-        """The :class:`MomentSummary` of the feature arrays."""
-        return self.features.summary()
+    def summary(self, names=None) -> MomentSummary:
+        """The :class:`MomentSummary` of the feature arrays (``names``: of these only)."""
+        return self.features.summary(names)
 
     def _merged(self, other: SummarySource):
         """A copy holding both accumulators' networks: shifts checked equal (when both have

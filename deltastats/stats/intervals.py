@@ -166,6 +166,22 @@ def _bootstrap(fn, per_net, means_star, consts, M, B, confidence, theta):
     return se, lo, hi
 
 
+class _Wanted:
+    """The feature arrays a summary needs: those of the wanted statistics' quantities (and
+    per-unit arrays only with ``units``), as a container of feature names."""
+
+    def __init__(self, statistics: set, units: bool):
+        self.quantities = {spec.quantity for stat, spec in _REGISTRY.items() if stat in statistics}
+        self.units = units
+        self._seen: dict = {}
+
+    def __contains__(self, name: str) -> bool:
+        if name not in self._seen:
+            quantity, _, kind = FeatureKey.parse(name)
+            self._seen[name] = quantity in self.quantities and (self.units or kind != "unit")
+        return self._seen[name]
+
+
 def summarize(
     accumulator: SummarySource,
     *,
@@ -175,6 +191,7 @@ def summarize(
     seed: int | np.random.SeedSequence | None = 0,
     statistics: str | Sequence[str] | None = None,
     progress: bool = False,
+    units: bool = True,
 ) -> Estimates:
     """Turn an accumulator into :class:`Estimates`.
 
@@ -197,6 +214,9 @@ def summarize(
         Compute only these statistics (default: all).
     progress : bool
         Show a progress bar over the bootstrap resamples (``method="bootstrap"``).
+    units : bool
+        Include the per-unit rows (default); ``False``: the pooled layer rows only, which is
+        all a stopping rule reads (:meth:`Estimates.rel_error`) and much less work.
     """
     check_method_confidence(method, confidence)
     wanted = set(check_statistics(statistics))
@@ -210,7 +230,7 @@ def summarize(
             "method='bootstrap' needs the per-network summaries: create the accumulator with "
             "keep_networks=True"
         )
-    summ = accumulator.summary()
+    summ = accumulator.summary(_Wanted(wanted, units))
     consts = accumulator.consts()
     B = accumulator.batch
     M = summ.count

@@ -227,6 +227,7 @@ def _run(
                     confidence=design.confidence,
                     seed=design.seed,
                     statistics=rule.statistics,
+                    units=False,
                 )
                 if not rule.met(probe):
                     continue

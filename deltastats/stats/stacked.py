@@ -88,12 +88,15 @@ class FeatureLayout:
         """``name → (S, k)``, in order."""
         return dict(zip(self.names, self.shapes))
 
-    def split(self, flat: np.ndarray, *, comoments: bool = False) -> dict:
+    def split(self, flat: np.ndarray, *, comoments: bool = False, names=None) -> dict:
         """Per-array ``(…, S, k)`` views of a stacked ``(…, F)`` array (or ``(S, k, k)`` views
-        of a flat co-moment vector ``(C,)``), strided: the storage is feature-major."""
+        of a flat co-moment vector ``(C,)``), strided: the storage is feature-major.
+        ``names``: only these arrays (a container of names; default all)."""
         out = {}
         offsets = self.com_offsets if comoments else self.offsets
         for a, (name, (S, k)) in enumerate(zip(self.names, self.shapes)):
+            if names is not None and name not in names:
+                continue
             piece = flat[..., offsets[a] : offsets[a + 1]]
             lead = piece.shape[:-1]
             if comoments:
@@ -102,9 +105,9 @@ class FeatureLayout:
                 out[name] = np.swapaxes(piece.reshape(lead + (k, S)), -1, -2)
         return out
 
-    def arrays(self, flat: np.ndarray, *, comoments: bool = False) -> dict:
+    def arrays(self, flat: np.ndarray, *, comoments: bool = False, names=None) -> dict:
         """Like :meth:`split`, as C-contiguous copies."""
-        views = self.split(flat, comoments=comoments)
+        views = self.split(flat, comoments=comoments, names=names)
         return {k: np.ascontiguousarray(v) for k, v in views.items()}
 
     def reduce(self, data: np.ndarray, rows: np.ndarray, groups: np.ndarray, n_groups: int):
