@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import checks
+from .._parallel import default_threads, executor
 from ..engine import Trace
 from ..model.networks import MLP, Params
 from . import controls
@@ -652,9 +653,10 @@ class BackpropAccumulator(SummarySource):
         feats = FeatureStack.empty(self._feature_layout(), trace.loss.shape[0])
         L = np.asarray(trace.loss, dtype=np.float64)
         ell = (L - sh["loss"]) / _scale(sh, "loss/scale")  # (M, B), in units of s_ℓ
-        with np.errstate(all="ignore"):
-            for l in range(self.net.depth):
-                key = l + 1
+
+        def layer(l: int) -> None:
+            key = l + 1
+            with np.errstate(all="ignore"):  # per thread: numpy's error state is thread-local
                 # δ and z features in one compiled pass (feature_kernels.py): unit and pooled
                 # power sums (1), log-norm and ‖δ‖² rows, Stein cross moments.
                 out = {}
@@ -685,6 +687,26 @@ class BackpropAccumulator(SummarySource):
                     _scale(sh, f"gradw/{key}/scale"),
                     out=feats[f"gradw/{key}/pool"],
                 )
+
+        def chain() -> np.ndarray:
+            return controls.control(self.net, params.weights, self._growth)
+
+        # The layers (and the control variate's weight products) write disjoint columns of
+        # the stack with compiled kernels that release the GIL: on two free cores they run
+        # side by side, each column computed exactly as in one thread (the same bits).
+        pool = executor(2) if default_threads() >= 2 else None
+        c = None
+        if pool is None:
+            for l in range(self.net.depth):
+                layer(l)
+            if self.control_variate:
+                c = chain()
+        else:
+            ahead = pool.submit(chain) if self.control_variate else None
+            for done in [pool.submit(layer, l) for l in range(self.net.depth)]:
+                done.result()
+            c = ahead.result() if ahead is not None else None
+        with np.errstate(all="ignore"):
             if s is not None:
                 ds = s - sh["steinmv/s"]
                 du = u - sh["steinmv/u"]
@@ -700,7 +722,6 @@ class BackpropAccumulator(SummarySource):
                     [ds.mean(axis=1), du.mean(axis=1), dd_pool], axis=-1
                 )[:, None, :]
             if self.control_variate:
-                c = controls.control(self.net, params.weights, self._growth)
                 for l in range(1, self.net.depth + 1):
                     y = feats[f"dsq/{l}/pool"][:, 0, MEAN]
                     controls.write_features(feats[f"cv/{l}/pool"], y, c[:, l - 1])
