@@ -219,3 +219,27 @@ def test_wide_kernel_boxes_are_resolved_in_log_g():
     inf = p[(p.statistic == "delta_mean") & (p.layer == 1)].prediction.iloc[0]
     coef = [w * (mean_at(w)[0] / inf - 1) for w in (48, 64, 96, 128)]
     assert np.ptp(coef) < 0.15 * np.mean(coef), coef
+
+
+def test_threads_give_the_serial_bits(monkeypatch):
+    """The unit moments and the two resolutions computed side by side on two threads give
+    exactly the serial result (also where the log-G attempt fails and G is tried)."""
+    from deltastats.theory import backward_width as bw
+
+    nets = [
+        ds.MLP((16,) + (32,) * 4 + (32,), activation="gelu", sigma_w=1.2, sigma_b=0.2, mu_w=1.0),
+        ds.MLP((16,) + (32,) * 4 + (1,), activation="relu", sigma_w=1.4, sigma_b=0.2, mu_w=1.0),
+    ]
+    for net in nets:
+        got = []
+        for threads in (2, 1):
+            monkeypatch.setattr(bw, "default_threads", lambda t=threads: t)
+            try:
+                r = backward_corrections(net, inputs.gaussian(1.0), targets.constant(0.5))
+                got.append(np.concatenate([r.delta_sq, r.delta_mean, r.grad_w_sq]))
+            except T.TheoryNotCovered as e:
+                got.append(str(e))
+        if isinstance(got[0], str):
+            assert got[0] == got[1]
+        else:
+            np.testing.assert_array_equal(got[0], got[1])
