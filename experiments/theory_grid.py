@@ -172,7 +172,9 @@ def compare(mc: pd.DataFrame) -> pd.DataFrame:
         out.append(both)
     df = pd.concat(out, ignore_index=True)
     df["testable"] = df["testable"].fillna(False).astype(bool)
-    df["z"] = (df["estimate"] - df["prediction"]) / df["std_error"]
+    # the prediction's numerical uncertainty adds in quadrature, as in deltastats.compare
+    se = np.sqrt(df["std_error"] ** 2 + df["numerical_error"].fillna(0.0) ** 2)
+    df["z"] = (df["estimate"] - df["prediction"]) / se
     return df
 
 

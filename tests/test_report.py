@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -81,6 +82,27 @@ def test_compare_verdicts_and_summary():
         compare(est, pred, alpha=1.5)
     with pytest.raises(ValueError, match="lacks columns"):
         compare(est.drop(columns="std_error"), pred)
+
+
+def test_compare_adds_the_predictions_numerical_error_in_quadrature():
+    """A prediction's numerical uncertainty (theory.predict's ``numerical_error``) widens the
+    test: z = (estimate − prediction)/√(SE² + ε²), so a row that is off by its theory's own
+    numerical error is not read as a failure of the assumption."""
+    est = pd.DataFrame(
+        dict(layer=[1, 2], unit=-1, statistic="delta_sq", estimate=[1.0, 1.0],
+             std_error=[0.03, 0.03], n_networks=1000)
+    )  # fmt: skip
+    pred = pd.DataFrame(
+        dict(layer=[1, 2], statistic="delta_sq", prediction=[1.2, 1.2],
+             assumption="finite-width", numerical_error=[0.0, 0.04])
+    )  # fmt: skip
+    table = compare(est, pred)
+    assert table["z_score"].round(6).tolist() == [-6.666667, -4.0]
+    assert table["verdict"].tolist() == ["disagrees", "disagrees"]
+    pred.loc[1, "numerical_error"] = 0.2
+    table = compare(est, pred)
+    assert table["z_score"].iloc[1] == pytest.approx(-0.2 / np.hypot(0.03, 0.2))
+    assert table["verdict"].tolist() == ["disagrees", "agrees"]
 
 
 def test_compare_marks_non_finite_estimates_undefined_and_keeps_them_out_of_holm():

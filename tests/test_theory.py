@@ -310,7 +310,14 @@ def test_relu_log_norm_variance_constant_by_monte_carlo():
 def test_predict_columns_and_statistics():
     net = ds.MLP((8, 16, 16, 2), activation="tanh", sigma_w=1.3, sigma_b=0.1, mu_w=0.4)
     df = T.predict(net, inputs.gaussian(1.0), targets.gaussian(0.5), "mse")
-    assert list(df.columns) == ["layer", "statistic", "prediction", "assumption"]
+    assert list(df.columns) == [
+        "layer",
+        "statistic",
+        "prediction",
+        "assumption",
+        "numerical_error",
+    ]
+    assert (df["numerical_error"] == 0).all()  # infinite width: controlled quadratures
     assert set(df.layer) == {1, 2, 3}
     for s in ["delta_mean", "delta_sq", "delta_var", "delta_norm_sq", "z_mean", "z_var"]:
         assert s in set(df.statistic), s

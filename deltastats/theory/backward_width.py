@@ -62,11 +62,17 @@ class BackwardCorrections:
         Per unit, pooled over the input law, layers 1 … L.
     grad_w_sq : ndarray, shape (L,)
         E‖∂L/∂W⁽ˡ⁾‖²_F of one sample's gradient (B = 1, no weight decay).
+    delta_sq_error, delta_mean_error, grad_w_sq_error : ndarray, shape (L,), or None
+        The numerical uncertainty of each value: its distance to the coarser resolution of
+        the error control (a conservative bound: the returned, finer value is closer).
     """
 
     delta_sq: np.ndarray
     delta_mean: np.ndarray
     grad_w_sq: np.ndarray
+    delta_sq_error: np.ndarray | None = None
+    delta_mean_error: np.ndarray | None = None
+    grad_w_sq_error: np.ndarray | None = None
 
 
 def backward_covered(net: MLP, loss: str | Loss, targets: TargetLaw | None) -> str | None:
@@ -488,7 +494,14 @@ def backward_corrections(
                 np.max(np.abs(mean - mean0) / np.sqrt(np.abs(sq))),
             )
         if finite and gap <= _RTOL:
-            return BackwardCorrections(delta_sq=sq, delta_mean=mean, grad_w_sq=grad)
+            return BackwardCorrections(
+                delta_sq=sq,
+                delta_mean=mean,
+                grad_w_sq=grad,
+                delta_sq_error=np.abs(sq - sq0),
+                delta_mean_error=np.abs(mean - mean0),
+                grad_w_sq_error=np.abs(grad - grad0),
+            )
         gaps.append(gap if finite else np.inf)
     raise TheoryNotCovered(
         "the backward 1/n recursion is not resolved here (two resolutions disagree by "

@@ -71,7 +71,9 @@ def compare(
         Columns ``layer, statistic, estimate, std_error`` (``ci_low, ci_high, n_networks``
         used when present); rows with ``unit != -1`` are ignored.
     predictions : DataFrame
-        Columns ``layer, statistic, prediction`` (``assumption`` optional).
+        Columns ``layer, statistic, prediction`` (``assumption`` optional; and
+        ``numerical_error``, the prediction's numerical uncertainty, which the test adds to
+        the standard error in quadrature: z = (estimate − prediction)/√(SE² + ε²)).
     alpha : float
         Family-wise (Holm) or false-discovery (BH) level, in (0, 1). Rows whose estimate or
         standard error is not finite get the verdict ``"undefined"`` and stay out of the family.
@@ -116,7 +118,14 @@ def compare(
     est = estimates
     if "unit" in est.columns:
         est = est[est["unit"] == -1]
-    extra_pred = ["prediction", "assumption", "prediction_infinite_width", "testable", "note"]
+    extra_pred = [
+        "prediction",
+        "assumption",
+        "prediction_infinite_width",
+        "testable",
+        "note",
+        "numerical_error",
+    ]
     pred = predictions[[c for c in predictions.columns if c in keys + extra_pred]]
     if pred.duplicated(subset=keys).any():
         raise ValueError(
@@ -138,6 +147,11 @@ def compare(
         df["assumption"] = ""
     diff = df["estimate"] - df["prediction"]
     se = df["std_error"].to_numpy(dtype=float)
+    if "numerical_error" in df:
+        # The prediction's own numerical uncertainty (theory.predict) adds to the Monte Carlo
+        # error in quadrature: a verdict tests the assumption, not the quadrature.
+        err = np.nan_to_num(df["numerical_error"].to_numpy(dtype=float), nan=0.0)
+        se = np.sqrt(se * se + err * err)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(se > 0, diff / np.where(se > 0, se, 1.0), np.where(diff == 0, 0.0, np.inf))
         # A prediction that is zero (or rounding noise around zero, relative to the estimate and

@@ -43,6 +43,7 @@ TABLE_COLUMNS = {
     "n_inputs",
     "n_overflow",
     "prediction_infinite_width",
+    "numerical_error",
     "note",
 }
 #: Columns of the long table of a report, in order.

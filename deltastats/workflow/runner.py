@@ -111,7 +111,7 @@ def analyse(
     pred.loc[uncovered, "note"] = pred.loc[uncovered, "statistic"].map(skipped)
     comp = compare(est, pred, alpha=alpha, correction=correction)
     extra = ["prediction", "assumption", "prediction_infinite_width", "note"]
-    extra += ["rel_error", "z_score", "p_value", "p_adjusted"]
+    extra += ["numerical_error", "rel_error", "z_score", "p_value", "p_adjusted"]
     return table.merge(
         comp[["layer", "statistic", *extra, "verdict"]], on=["layer", "statistic"], how="left"
     )
