@@ -605,7 +605,8 @@ def _layout(name, cfg, meta, table, params, comp, body, figs, summary, analysis)
     judged = int(table["verdict"].isin(["agrees", "disagrees"]).sum()) if "verdict" in table else 0
     family = f"all {judged} judged rows" + (" of the sweep" if meta.get("kind") == "sweep" else "")
     verdicts = (
-        "Verdicts test H₀: E = prediction with the t law of the between-network standard error; "
+        "Verdicts test H₀: E = prediction with the t law of the between-network standard error "
+        "(with the prediction's numerical uncertainty added in quadrature where it has one); "
         f"p-values {_CORRECTION_NAMES.get(analysis['correction'], analysis['correction'])}"
         f"-adjusted across {family} (level {analysis['alpha']:g}); intervals: "
         f"{analysis['method']} at {analysis['confidence']:.0%}."
