@@ -19,6 +19,7 @@ from threadpoolctl import ThreadpoolController
 LOCK = threading.Lock()
 _BLAS: dict = {"controller": None, "depth": 0, "saved": ()}
 _POOLS: dict = {}
+_POOL_PREFIX = "deltastats-engine"
 
 
 def blas_libraries() -> list:
@@ -87,8 +88,18 @@ def executor(n: int) -> ThreadPoolExecutor:
     with LOCK:
         pool = _POOLS.get(key)
         if pool is None:
-            pool = _POOLS[key] = ThreadPoolExecutor(n, thread_name_prefix="deltastats-engine")
+            pool = _POOLS[key] = ThreadPoolExecutor(n, thread_name_prefix=_POOL_PREFIX)
     return pool
+
+
+def side_pool() -> ThreadPoolExecutor | None:
+    """Two threads for independent side-by-side work (theory's resolutions, the per-layer
+    accumulator kernels), or ``None`` to run it in the calling thread: when fewer than two
+    threads are free (a BLAS-limited worker) or when called from a pool thread, which must
+    not wait on tasks queued behind it in its own pool."""
+    if threading.current_thread().name.startswith(_POOL_PREFIX) or default_threads() < 2:
+        return None
+    return executor(2)
 
 
 def blas_is_avx512() -> bool:

@@ -224,6 +224,7 @@ def test_wide_kernel_boxes_are_resolved_in_log_g():
 def test_threads_give_the_serial_bits(monkeypatch):
     """The unit moments and the two resolutions computed side by side on two threads give
     exactly the serial result (also where the log-G attempt fails and G is tried)."""
+    from deltastats._parallel import executor
     from deltastats.theory import backward_width as bw
 
     nets = [
@@ -233,7 +234,7 @@ def test_threads_give_the_serial_bits(monkeypatch):
     for net in nets:
         got = []
         for threads in (2, 1):
-            monkeypatch.setattr(bw, "default_threads", lambda t=threads: t)
+            monkeypatch.setattr(bw, "side_pool", lambda t=threads: executor(2) if t == 2 else None)
             try:
                 r = backward_corrections(net, inputs.gaussian(1.0), targets.constant(0.5))
                 got.append(np.concatenate([r.delta_sq, r.delta_mean, r.grad_w_sq]))

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import checks
-from .._parallel import default_threads, executor
+from .._parallel import side_pool
 from ..engine import Trace
 from ..model.networks import MLP, Params
 from . import controls
@@ -694,7 +694,7 @@ class BackpropAccumulator(SummarySource):
         # The layers (and the control variate's weight products) write disjoint columns of
         # the stack with compiled kernels that release the GIL: on two free cores they run
         # side by side, each column computed exactly as in one thread (the same bits).
-        pool = executor(2) if default_threads() >= 2 else None
+        pool = side_pool()
         c = None
         if pool is None:
             for l in range(self.net.depth):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.polynomial import chebyshev as cheb
 
-from .._parallel import default_threads, executor, single_threaded_blas
+from .._parallel import side_pool, single_threaded_blas
 from ..model.activations import Activation
 from ..model.inputs import InputLaw
 from ..model.losses import Loss, get_loss
@@ -469,7 +469,7 @@ def backward_corrections(
 
     # The two resolutions are independent: on two free cores they run side by side (numpy
     # releases the GIL in its loops; each run's arithmetic is the same either way).
-    pool = executor(2) if default_threads() >= 2 else None
+    pool = side_pool()
     moments: dict = {}  # unit moments at a layer's nodes, shared by the log-G and G attempts
     for log in order:
         jobs = list(zip(rules, (_COARSE, (_CHEB_G, _CHEB_M))))
