@@ -365,3 +365,28 @@ def test_layer_features_in_threads_have_the_serial_bits(monkeypatch):
         tables.append(ds.estimate(net, n_networks=150, batch=5, seed=8, chunk=40).table)
     assert "delta_sq_cv" in set(tables[0]["statistic"])
     pd.testing.assert_frame_equal(tables[0], tables[1], check_exact=True)
+
+
+def test_reduction_split_over_arrays_has_the_bits_of_one_call():
+    """reduce_rows over two halves of the arrays (what FeatureLayout.reduce runs side by side)
+    writes exactly what one call over all arrays writes."""
+    from deltastats.stats.stacked import FeatureLayout, reduce_rows
+
+    rng = np.random.default_rng(4)
+    lay = FeatureLayout.of({"a": (5, 3), "b": (1, 4), "c": (7, 2)})
+    data = rng.standard_normal((9, lay.width))
+    rows = np.array([0, 2, 3, 5, 8], dtype=np.int64)
+    groups = rows % 3
+    shapes = np.array(lay.shapes, dtype=np.int64).reshape(-1, 2)
+    outs = []
+    for parts in ([(0, -1)], [(0, 1), (1, -1)], [(0, 2), (2, -1)]):
+        mean, com = np.full(lay.width, np.nan), np.full(lay.n_comoments, np.nan)
+        gsum = np.full((3, lay.width), np.nan)
+        for lo, hi in parts:
+            reduce_rows(data, rows, groups, lay.offsets, shapes, lay.com_offsets, mean, com,
+                        gsum, lo, hi)  # fmt: skip
+        outs.append(np.concatenate([mean, com, gsum.ravel()]))
+    assert np.isfinite(outs[0]).all()
+    for other in outs[1:]:
+        np.testing.assert_array_equal(other, outs[0])
+    np.testing.assert_allclose(outs[0][: lay.width], data[rows].mean(axis=0), rtol=1e-14)

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
+from .._parallel import side_pool
+
 _JIT = dict(nogil=True, cache=True, error_model="numpy")
 
 
@@ -119,8 +121,27 @@ class FeatureLayout:
         shapes = np.array(self.shapes, dtype=np.int64).reshape(-1, 2)
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         groups = np.ascontiguousarray(groups, dtype=np.int64)
-        reduce_rows(data, rows, groups, self.offsets, shapes, self.com_offsets, mean, com, gsum)
+        args = (data, rows, groups, self.offsets, shapes, self.com_offsets, mean, com, gsum)
+        pool = side_pool()
+        if pool is None or len(self.names) < 2:
+            reduce_rows(*args)
+        else:
+            # Two halves of the arrays (of about equal work) side by side: disjoint columns
+            # and co-moments, each computed as in one call (the same bits).
+            half = self._half()
+            other = pool.submit(reduce_rows, *args, half, -1)
+            reduce_rows(*args, 0, half)
+            other.result()
         return mean, com, gsum
+
+    def _half(self) -> int:
+        """The array index that splits the reduction's work (S·k + S·k² per array) in two."""
+        if not hasattr(self, "_split"):
+            shapes = np.array(self.shapes, dtype=np.int64).reshape(-1, 2)
+            work = np.cumsum(shapes[:, 0] * shapes[:, 1] * (1 + shapes[:, 1]))
+            split = int(np.searchsorted(work, work[-1] / 2)) + 1
+            object.__setattr__(self, "_split", min(max(split, 1), len(self.names) - 1))
+        return self._split
 
 
 class FeatureStack(Mapping):
@@ -166,27 +187,32 @@ _ROWS_PER_PASS = 4
 
 
 @numba.njit(**_JIT)
-def reduce_rows(f, rows, groups, offsets, shapes, com_offsets, mean, comoment, group_sum):
+def reduce_rows(
+    f, rows, groups, offsets, shapes, com_offsets, mean, comoment, group_sum, a_lo=0, a_hi=-1
+):
     """Mean ``(F,)``, co-moments ``(C,)`` and group sums ``(G, F)`` of rows ``rows`` of a
     stacked block ``f`` (K, F), the rows in ``groups``; ``shapes`` (A, 2) the (S, k) of each
-    array. Zeros when no row is selected."""
+    array. Zeros when no row is selected. Only arrays ``a_lo … a_hi − 1`` (default all): their
+    columns and co-moments are written, each exactly as in a call over all arrays."""
+    if a_hi < 0:
+        a_hi = shapes.shape[0]
     n = rows.size
-    F = f.shape[1]
-    mean[:] = 0.0
-    comoment[:] = 0.0
-    group_sum[:] = 0.0
+    c_lo, c_hi = offsets[a_lo], offsets[a_hi]
+    mean[c_lo:c_hi] = 0.0
+    comoment[com_offsets[a_lo] : com_offsets[a_hi]] = 0.0
+    group_sum[:, c_lo:c_hi] = 0.0
     if n == 0:
         return
     for r in range(n):  # in network order, so the sums do not depend on anything else
         row = f[rows[r]]
         gsum = group_sum[groups[r]]
-        for c in range(F):
+        for c in range(c_lo, c_hi):
             mean[c] += row[c]
             gsum[c] += row[c]
-    for c in range(F):
+    for c in range(c_lo, c_hi):
         mean[c] /= n
     P = _ROWS_PER_PASS
-    for a in range(shapes.shape[0]):
+    for a in range(a_lo, a_hi):
         off, S, k = offsets[a], shapes[a, 0], shapes[a, 1]
         base = com_offsets[a]
         com = comoment[base : base + k * k * S].reshape((k, k, S))
