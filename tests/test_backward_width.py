@@ -223,24 +223,51 @@ def test_wide_kernel_boxes_are_resolved_in_log_g():
 
 def test_threads_give_the_serial_bits(monkeypatch):
     """The unit moments and the two resolutions computed side by side on two threads give
-    exactly the serial result (also where the log-G attempt fails and G is tried)."""
+    exactly the serial result, also where the log-G attempt fails and G is tried (ReLU with
+    σ_w = 2, μ_w = 1: its moment cache is shared between the attempts)."""
     from deltastats._parallel import executor
     from deltastats.theory import backward_width as bw
 
-    nets = [
-        ds.MLP((16,) + (32,) * 4 + (32,), activation="gelu", sigma_w=1.2, sigma_b=0.2, mu_w=1.0),
-        ds.MLP((16,) + (32,) * 4 + (1,), activation="relu", sigma_w=1.4, sigma_b=0.2, mu_w=1.0),
-    ]
-    for net in nets:
-        got = []
+    law, tg = inputs.gaussian(1.0), targets.constant(0.5)
+    nets = {
+        "log G": ds.MLP((16,) + (32,) * 4 + (32,), activation="gelu", sigma_w=1.2,
+                        sigma_b=0.2, mu_w=1.0),
+        "G after log G": ds.MLP((16,) + (32,) * 4 + (32,), activation="relu", sigma_w=2.0,
+                                sigma_b=0.2, mu_w=1.0),
+    }  # fmt: skip
+    tables = bw._tables
+    for name, net in nets.items():
+        got, attempts = [], []
         for threads in (2, 1):
             monkeypatch.setattr(bw, "side_pool", lambda t=threads: executor(2) if t == 2 else None)
-            try:
-                r = backward_corrections(net, inputs.gaussian(1.0), targets.constant(0.5))
-                got.append(np.concatenate([r.delta_sq, r.delta_mean, r.grad_w_sq]))
-            except T.TheoryNotCovered as e:
-                got.append(str(e))
-        if isinstance(got[0], str):
-            assert got[0] == got[1]
-        else:
-            np.testing.assert_array_equal(got[0], got[1])
+            calls = []
+            monkeypatch.setattr(bw, "_tables", lambda *a, c=calls: c.append(a[6]) or tables(*a))
+            r = backward_corrections(net, law, tg)
+            got.append(np.concatenate([r.delta_sq, r.delta_mean, r.grad_w_sq, r.delta_sq_error]))
+            attempts.append(calls[::2])
+        assert attempts[0] == attempts[1] == ([True] if name == "log G" else [True, False])
+        np.testing.assert_array_equal(got[0], got[1])
+
+
+def test_numerical_error_is_carried_to_every_backward_row():
+    """predict's numerical_error: the recursion's distance to its coarser resolution, and for
+    the derived rows the first-order propagation of it."""
+    net = ds.MLP((16,) + (32,) * 4 + (1,), activation="tanh", sigma_w=1.3, sigma_b=0.2, mu_w=0.5)
+    law, tg = inputs.gaussian(1.0), targets.constant(0.5)
+    bc = backward_corrections(net, law, tg)
+    p = T.predict(net, law, tg, finite_width=True)
+    fw = p[p.assumption == "finite-width"].set_index(["statistic", "layer"])["numerical_error"]
+    layers = np.arange(1, net.depth + 1)
+    e_sq, e_m = bc.delta_sq_error, bc.delta_mean_error
+    assert np.all(e_sq >= 0) and np.any(e_sq > 0) and np.all(e_sq < 5e-3 * bc.delta_sq)
+    np.testing.assert_array_equal(fw.loc["delta_sq"].loc[layers].to_numpy(), e_sq)
+    np.testing.assert_array_equal(fw.loc["delta_mean"].loc[layers].to_numpy(), e_m)
+    np.testing.assert_allclose(
+        fw.loc["delta_var"].loc[layers].to_numpy(), e_sq + 2 * np.abs(bc.delta_mean) * e_m
+    )
+    np.testing.assert_allclose(fw.loc["log_delta_sq"].loc[layers].to_numpy(), e_sq / bc.delta_sq)
+    np.testing.assert_allclose(
+        fw.loc["delta_norm_sq"].loc[layers].to_numpy(), np.array(net.widths[1:]) * e_sq
+    )
+    np.testing.assert_array_equal(fw.loc["grad_w_sq"].loc[layers].to_numpy(), bc.grad_w_sq_error)
+    assert (p.loc[p.assumption != "finite-width", "numerical_error"] == 0).all()

@@ -41,6 +41,7 @@ one pass (partial blocks at the ends are kept as raw per-network buffers until c
 from __future__ import annotations
 
 import copy
+from collections.abc import Container
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -378,7 +379,7 @@ class FeatureAccumulator:
             total = s if total is None else _combine(total, s, self._layout)
         return total
 
-    def summary(self, names=None) -> MomentSummary:
+    def summary(self, names: Container[str] | None = None) -> MomentSummary:
         """Fold the tree (left to right, a fixed order) into a :class:`MomentSummary`;
         ``names``: of these feature arrays only (a container of names; default all)."""
         total = self._fold()
@@ -432,7 +433,7 @@ class SummarySource:
         """Networks included (fed and not excluded)."""
         return self.n_seen - self.n_overflow
 
-    def summary(self, names=None) -> MomentSummary:
+    def summary(self, names: Container[str] | None = None) -> MomentSummary:
         """The :class:`MomentSummary` of the feature arrays (``names``: of these only)."""
         return self.features.summary(names)
 
@@ -689,7 +690,8 @@ class BackpropAccumulator(SummarySource):
                 )
 
         def chain() -> np.ndarray:
-            return controls.control(self.net, params.weights, self._growth)
+            with np.errstate(all="ignore"):
+                return controls.control(self.net, params.weights, self._growth)
 
         # The layers (and the control variate's weight products) write disjoint columns of
         # the stack with compiled kernels that release the GIL: on two free cores they run

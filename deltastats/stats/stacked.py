@@ -22,7 +22,7 @@ per-array reduction, and as before depend on nothing but the networks of the blo
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 
 import numba
@@ -90,7 +90,9 @@ class FeatureLayout:
         """``name → (S, k)``, in order."""
         return dict(zip(self.names, self.shapes))
 
-    def split(self, flat: np.ndarray, *, comoments: bool = False, names=None) -> dict:
+    def split(
+        self, flat: np.ndarray, *, comoments: bool = False, names: Container[str] | None = None
+    ) -> dict:
         """Per-array ``(…, S, k)`` views of a stacked ``(…, F)`` array (or ``(S, k, k)`` views
         of a flat co-moment vector ``(C,)``), strided: the storage is feature-major.
         ``names``: only these arrays (a container of names; default all)."""
@@ -107,7 +109,9 @@ class FeatureLayout:
                 out[name] = np.swapaxes(piece.reshape(lead + (k, S)), -1, -2)
         return out
 
-    def arrays(self, flat: np.ndarray, *, comoments: bool = False, names=None) -> dict:
+    def arrays(
+        self, flat: np.ndarray, *, comoments: bool = False, names: Container[str] | None = None
+    ) -> dict:
         """Like :meth:`split`, as C-contiguous copies."""
         views = self.split(flat, comoments=comoments, names=names)
         return {k: np.ascontiguousarray(v) for k, v in views.items()}

@@ -63,8 +63,10 @@ class BackwardCorrections:
     grad_w_sq : ndarray, shape (L,)
         E‖∂L/∂W⁽ˡ⁾‖²_F of one sample's gradient (B = 1, no weight decay).
     delta_sq_error, delta_mean_error, grad_w_sq_error : ndarray, shape (L,), or None
-        The numerical uncertainty of each value: its distance to the coarser resolution of
-        the error control (a conservative bound: the returned, finer value is closer).
+        An estimate of each value's numerical uncertainty: its distance to the coarser
+        resolution of the error control (an estimate, not a bound: interpolants that
+        oscillate with the number of nodes can agree more closely than either is right,
+        which is why wide kernel ranges are interpolated in log G first).
     """
 
     delta_sq: np.ndarray
@@ -546,9 +548,16 @@ def _unit_moments_into(cache: dict, pool, phi, net, boxes, jobs, log: bool) -> N
         for l in range(L - 1, 0, -1):
             key, Mg, Gg = _layer_nodes(boxes, l, L, ng, nm, log)
             if key not in cache and key not in tasks:
-                tasks[key] = pool.submit(_unit_moments, phi, Mg, Gg, sb2[l - 1])
+                tasks[key] = pool.submit(_quiet_unit_moments, phi, Mg, Gg, sb2[l - 1])
     for key, task in tasks.items():
         cache[key] = task.result()
+
+
+def _quiet_unit_moments(phi, M, G, sb2):
+    """:func:`_unit_moments` under the error state of the recursion (numpy's error state is
+    per thread: a pool thread does not inherit the caller's)."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return _unit_moments(phi, M, G, sb2)
 
 
 def _layer_nodes(boxes, l: int, L: int, ng: int, nm_max: int, log: bool):

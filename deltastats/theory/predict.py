@@ -163,8 +163,8 @@ def predict(
     DataFrame
         Columns ``layer`` (1 … L), ``statistic``, ``prediction``, ``assumption`` and
         ``numerical_error``: the prediction's numerical uncertainty where it is not negligible
-        (the backward 1/n recursion's distance to its coarser resolution; 0 elsewhere, where
-        the quadratures are controlled far below any Monte Carlo precision).
+        (an estimate: the backward 1/n recursion's distance to its coarser resolution; 0
+        elsewhere, where the quadratures are controlled far below any Monte Carlo precision).
         :func:`~deltastats.compare` adds it to the standard error in quadrature, so the
         theory's own numerical error never reads as a failure of its assumption.
     """
@@ -288,8 +288,8 @@ def predict(
                 if not (np.isfinite(sq) and sq > 0 and np.isfinite(bc.delta_mean[l - 1])):
                     continue
                 # the recursion's numerical uncertainty (error control), carried to each row
-                e_sq = bc.delta_sq_error[l - 1] if sq_exact is None else 0.0
-                m, e_m = bc.delta_mean[l - 1], bc.delta_mean_error[l - 1]
+                e_sq = _err(bc.delta_sq_error, l) if sq_exact is None else 0.0
+                m, e_m = bc.delta_mean[l - 1], _err(bc.delta_mean_error, l)
                 if sq_exact is None:
                     add(l, "delta_sq", sq, "finite-width", e_sq)
                     add(l, "delta_norm_sq", n[l] * sq, "finite-width", n[l] * e_sq)
@@ -302,7 +302,7 @@ def predict(
                         "grad_w_sq",
                         bc.grad_w_sq[l - 1],
                         "finite-width",
-                        bc.grad_w_sq_error[l - 1],
+                        _err(bc.grad_w_sq_error, l),
                     )
     if relu_ok:
         fl = relu_log_norm_var(
@@ -455,3 +455,8 @@ def for_verdicts(predictions: pd.DataFrame, *, finite_width: bool = True) -> pd.
         )
     best["note"] = note
     return best
+
+
+def _err(errors: np.ndarray | None, l: int) -> float:
+    """Layer l's entry of a :class:`BackwardCorrections` error array (0 if it has none)."""
+    return 0.0 if errors is None else float(errors[l - 1])

@@ -64,8 +64,9 @@ def analyse(
     -------
     DataFrame
         Pooled per-layer rows: ``layer, layer_width, statistic, estimate, std_error, ci_low,
-        ci_high, n_networks, n_inputs, n_overflow, prediction, assumption, rel_error, z_score,
-        p_value, p_adjusted, verdict`` (the theory columns are empty where no prediction
+        ci_high, n_networks, n_inputs, n_overflow, prediction, assumption,
+        prediction_infinite_width, note, numerical_error, rel_error, z_score, p_value,
+        p_adjusted, verdict`` (the theory columns are empty where no prediction
         exists; ``assumption`` then says why when theory declined the whole setting).
     """
     net = exp.net()
