@@ -271,3 +271,18 @@ def test_numerical_error_is_carried_to_every_backward_row():
     )
     np.testing.assert_array_equal(fw.loc["grad_w_sq"].loc[layers].to_numpy(), bc.grad_w_sq_error)
     assert (p.loc[p.assumption != "finite-width", "numerical_error"] == 0).all()
+
+
+def test_g_attempt_skipped_when_it_would_repeat_the_failure(monkeypatch):
+    """Layers above the highest log-G box have the same tables in G: where the error control
+    fails there (gelu, μ_w = 1, Gaussian inputs, depth 10: layers 8–9, whose kernels span
+    more than 10⁴), the G attempt is not run, and the answer is the same refusal."""
+    from deltastats.theory import backward_width as bw
+
+    net = ds.MLP((16,) + (128,) * 9 + (128,), activation="gelu", sigma_w=1.2, sigma_b=0.2,
+                 mu_w=1.0)  # fmt: skip
+    tables, calls = bw._tables, []
+    monkeypatch.setattr(bw, "_tables", lambda *a: calls.append(a[6]) or tables(*a))
+    with pytest.raises(T.TheoryNotCovered, match="not resolved"):
+        backward_corrections(net, inputs.gaussian(1.0))
+    assert calls == [True, True]  # the log-G attempt's two resolutions only

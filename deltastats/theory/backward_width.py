@@ -401,7 +401,8 @@ def backward_corrections(
         to √(E δ²)). The conditional expectations are
         interpolated in log G on the layers whose kernel spans a factor of more than 10 (a
         kernel that grows or shrinks over the layers, or a wide input law), in G elsewhere;
-        where that is not resolved, in G throughout.
+        where that is not resolved, in G throughout (unless it failed in the layers above
+        every log-G box, whose tables are the same in G).
 
     Returns
     -------
@@ -485,16 +486,21 @@ def backward_corrections(
                 _unit_moments_into(moments, pool, phi, net, boxes, jobs, log)
                 runs = [f.result() for f in [pool.submit(run, *job, log) for job in jobs]]
         (sq0, mean0, grad0), (sq, mean, grad) = runs
-        finite = all(np.all(np.isfinite(a)) for a in (sq, mean, grad, sq0, mean0, grad0))
         with np.errstate(invalid="ignore", divide="ignore"):
-            gap = max(
-                np.max(np.abs(sq - sq0) / np.abs(sq)),
-                np.max(np.abs(grad - grad0) / np.abs(grad)),
-                # E δ on the scale of its spread, √(E δ²) ≥ |E δ| (relative to itself it would
-                # refuse the small means of μ_w = 0, known to 1.5 % where Monte Carlo
-                # resolves 10 %)
-                np.max(np.abs(mean - mean0) / np.sqrt(np.abs(sq))),
+            per_layer = np.max(
+                [
+                    np.abs(sq - sq0) / np.abs(sq),
+                    np.abs(grad - grad0) / np.abs(grad),
+                    # E δ on the scale of its spread, √(E δ²) ≥ |E δ| (relative to itself it
+                    # would refuse the small means of μ_w = 0, known to 1.5 % where Monte
+                    # Carlo resolves 10 %)
+                    np.abs(mean - mean0) / np.sqrt(np.abs(sq)),
+                ],
+                axis=0,
             )
+        per_layer = np.where(np.isnan(per_layer), np.inf, per_layer)  # (L,), inf: not finite
+        gap = float(per_layer.max())
+        finite = np.isfinite(gap)
         if finite and gap <= _RTOL:
             return BackwardCorrections(
                 delta_sq=sq,
@@ -504,7 +510,13 @@ def backward_corrections(
                 delta_mean_error=np.abs(mean - mean0),
                 grad_w_sq_error=np.abs(grad - grad0),
             )
-        gaps.append(gap if finite else np.inf)
+        gaps.append(gap)
+        if log:
+            # Layers above the highest log-G box have the same tables, hence the same values,
+            # in G: if the error control fails there, the G attempt would fail the same way.
+            top_log = max(l for l in range(1, net.depth) if _log_g(boxes[l - 1]))
+            if np.any(per_layer[top_log:] > _RTOL):
+                break
     raise TheoryNotCovered(
         "the backward 1/n recursion is not resolved here (two resolutions disagree by "
         f"{min(gaps):.2g} relative): e.g. a layer whose units are nearly all inactive"
