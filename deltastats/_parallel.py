@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import lru_cache
+from typing import TypeVar
 
 from threadpoolctl import ThreadpoolController
 
@@ -20,6 +22,7 @@ LOCK = threading.Lock()
 _BLAS: dict = {"controller": None, "depth": 0, "saved": ()}
 _POOLS: dict = {}
 _POOL_PREFIX = "deltastats-engine"
+T = TypeVar("T")
 
 
 def blas_libraries() -> list:
@@ -100,6 +103,20 @@ def side_pool() -> ThreadPoolExecutor | None:
     if threading.current_thread().name.startswith(_POOL_PREFIX) or default_threads() < 2:
         return None
     return executor(2)
+
+
+def side_by_side(calls: Sequence[Callable[[], T]]) -> list[T]:
+    """Run independent calls, on two threads when :func:`side_pool` gives them (the calling
+    thread takes the first call, the pool the others), else one after the other; the
+    results in the order of ``calls``. Each call must set its own numpy error state (it is
+    per thread) and write only memory no other call touches, so the results are the same
+    bits either way."""
+    pool = side_pool() if len(calls) > 1 else None
+    if pool is None:
+        return [call() for call in calls]
+    rest = [pool.submit(call) for call in calls[1:]]
+    first = calls[0]()
+    return [first] + [future.result() for future in rest]
 
 
 def blas_is_avx512() -> bool:

@@ -355,13 +355,15 @@ def test_layer_features_in_threads_have_the_serial_bits(monkeypatch):
     side on two cores; every column is computed as in one thread, so the estimates are the
     same bits."""
     import deltastats as ds
+    from deltastats import _parallel
     from deltastats._parallel import executor
-    from deltastats.stats import accumulators as A
 
     net = ds.MLP((6, 20, 20, 20, 1), activation="tanh", sigma_w=1.2)
     tables = []
     for threads in (2, 1):
-        monkeypatch.setattr(A, "side_pool", lambda t=threads: executor(2) if t == 2 else None)
+        monkeypatch.setattr(
+            _parallel, "side_pool", lambda t=threads: executor(2) if t == 2 else None
+        )
         tables.append(ds.estimate(net, n_networks=150, batch=5, seed=8, chunk=40).table)
     assert "delta_sq_cv" in set(tables[0]["statistic"])
     pd.testing.assert_frame_equal(tables[0], tables[1], check_exact=True)

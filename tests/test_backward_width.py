@@ -225,6 +225,7 @@ def test_threads_give_the_serial_bits(monkeypatch):
     """The unit moments and the two resolutions computed side by side on two threads give
     exactly the serial result, also where the log-G attempt fails and G is tried (ReLU with
     σ_w = 2, μ_w = 1: its moment cache is shared between the attempts)."""
+    from deltastats import _parallel
     from deltastats._parallel import executor
     from deltastats.theory import backward_width as bw
 
@@ -239,7 +240,9 @@ def test_threads_give_the_serial_bits(monkeypatch):
     for name, net in nets.items():
         got, attempts = [], []
         for threads in (2, 1):
-            monkeypatch.setattr(bw, "side_pool", lambda t=threads: executor(2) if t == 2 else None)
+            monkeypatch.setattr(
+                _parallel, "side_pool", lambda t=threads: executor(2) if t == 2 else None
+            )
             calls = []
             monkeypatch.setattr(bw, "_tables", lambda *a, c=calls: c.append(a[6]) or tables(*a))
             r = backward_corrections(net, law, tg)

@@ -43,11 +43,12 @@ from __future__ import annotations
 import copy
 from collections.abc import Container
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
 from .. import checks
-from .._parallel import side_pool
+from .._parallel import side_by_side
 from ..engine import Trace
 from ..model.networks import MLP, Params
 from . import controls
@@ -613,18 +614,10 @@ class BackpropAccumulator(SummarySource):
         # The layers (and the control variate's weight products) write disjoint columns of
         # the stack with compiled kernels that release the GIL: on two free cores they run
         # side by side, each column computed exactly as in one thread (the same bits).
-        pool = side_pool()
-        c = None
-        if pool is None:
-            for l in range(self.net.depth):
-                layer(l)
-            if self.control_variate:
-                c = chain()
-        else:
-            ahead = pool.submit(chain) if self.control_variate else None
-            for done in [pool.submit(layer, l) for l in range(self.net.depth)]:
-                done.result()
-            c = ahead.result() if ahead is not None else None
+        calls = [chain] if self.control_variate else []
+        calls += [partial(layer, l) for l in range(self.net.depth)]
+        done = side_by_side(calls)
+        c = done[0] if self.control_variate else None
         with np.errstate(all="ignore"):
             if s is not None:
                 ds = s - sh["steinmv/s"]

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 
 import numba
 import numpy as np
 
-from .._parallel import side_pool
+from .._parallel import side_by_side
 
 _JIT = dict(nogil=True, cache=True, error_model="numpy")
 
@@ -126,16 +127,13 @@ class FeatureLayout:
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         groups = np.ascontiguousarray(groups, dtype=np.int64)
         args = (data, rows, groups, self.offsets, shapes, self.com_offsets, mean, com, gsum)
-        pool = side_pool()
-        if pool is None or len(self.names) < 2:
+        if len(self.names) < 2:
             reduce_rows(*args)
         else:
             # Two halves of the arrays (of about equal work) side by side: disjoint columns
             # and co-moments, each computed as in one call (the same bits).
             half = self._half()
-            other = pool.submit(reduce_rows, *args, half, -1)
-            reduce_rows(*args, 0, half)
-            other.result()
+            side_by_side([partial(reduce_rows, *args, 0, half), partial(reduce_rows, *args, half)])
         return mean, com, gsum
 
     def _half(self) -> int:

@@ -9,11 +9,12 @@ which is exact to O(1/n). The recursion and its derivation are in :func:`backwar
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from numpy.polynomial import chebyshev as cheb
 
-from .._parallel import side_pool, single_threaded_blas
+from .._parallel import side_by_side, single_threaded_blas
 from ..model.activations import Activation
 from ..model.inputs import InputLaw
 from ..model.losses import Loss, get_loss
@@ -466,25 +467,20 @@ def backward_corrections(
 
     def run(rule_nodes, cheb, log):
         (rule, nodes), (ng, nm) = rule_nodes, cheb
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        # single-threaded BLAS inside: the runs may share the two cores
+        with single_threaded_blas(), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             fns = _tables(phi, net, boxes, ng, nm, top, log, moments)
             return _evaluate(fns, rule.weights, *nodes, n, sw2, sb2)
 
     # The two resolutions are independent: on two free cores they run side by side (numpy
-    # releases the GIL in its loops; each run's arithmetic is the same either way).
-    pool = side_pool()
+    # releases the GIL in its loops; each run's arithmetic is the same either way). The unit
+    # moments (BW3) of every layer do not depend on the layers above: both resolutions'
+    # tables first, shared out over the threads, then the two top-down recursions.
     moments: dict = {}  # unit moments at a layer's nodes, shared by the log-G and G attempts
     for log in order:
         jobs = list(zip(rules, (_COARSE, (_CHEB_G, _CHEB_M))))
-        if pool is None:
-            runs = [run(*job, log) for job in jobs]
-        else:
-            with single_threaded_blas():
-                # The unit moments (BW3) of every layer do not depend on the layers above:
-                # both resolutions' tables first, shared out over the threads (the finer,
-                # costlier ones first), then the two top-down recursions side by side.
-                _unit_moments_into(moments, pool, phi, net, boxes, jobs, log)
-                runs = [f.result() for f in [pool.submit(run, *job, log) for job in jobs]]
+        _unit_moments_into(moments, phi, net, boxes, jobs, log)
+        runs = side_by_side([partial(run, *job, log) for job in jobs])
         (sq0, mean0, grad0), (sq, mean, grad) = runs
         with np.errstate(invalid="ignore", divide="ignore"):
             per_layer = np.max(
@@ -550,25 +546,24 @@ def _tables(phi, net, boxes, ng, nm_max, top, log: bool = False, cache=None) -> 
     return fns
 
 
-def _unit_moments_into(cache: dict, pool, phi, net, boxes, jobs, log: bool) -> None:
+def _unit_moments_into(cache: dict, phi, net, boxes, jobs, log: bool) -> None:
     """Fill ``cache`` with the unit moments of every layer below the top for the
-    resolutions of ``jobs`` (``(rule, (N_G, N_M))`` pairs), computed in ``pool``."""
+    resolutions of ``jobs`` (``(rule, (N_G, N_M))`` pairs), side by side."""
     L = net.depth
     sb2 = np.array(net.layer_sigma_b, float) ** 2
     tasks = {}
-    for _, (ng, nm) in sorted(jobs, key=lambda job: -job[1][0]):
+    for _, (ng, nm) in jobs:
         for l in range(L - 1, 0, -1):
             key, Mg, Gg = _layer_nodes(boxes, l, L, ng, nm, log)
             if key not in cache and key not in tasks:
-                tasks[key] = pool.submit(_quiet_unit_moments, phi, Mg, Gg, sb2[l - 1])
-    for key, task in tasks.items():
-        cache[key] = task.result()
+                tasks[key] = partial(_quiet_unit_moments, phi, Mg, Gg, sb2[l - 1])
+    cache.update(zip(tasks, side_by_side(list(tasks.values()))))
 
 
 def _quiet_unit_moments(phi, M, G, sb2):
     """:func:`_unit_moments` under the error state of the recursion (numpy's error state is
-    per thread: a pool thread does not inherit the caller's)."""
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+    per thread: a pool thread does not inherit the caller's), with single-threaded BLAS."""
+    with single_threaded_blas(), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         return _unit_moments(phi, M, G, sb2)
 
 

@@ -287,7 +287,9 @@ def predict(
                 sq = bc.delta_sq[l - 1] if sq_exact is None else sq_exact[l - 1]
                 if not (np.isfinite(sq) and sq > 0 and np.isfinite(bc.delta_mean[l - 1])):
                     continue
-                # the recursion's numerical uncertainty (error control), carried to each row
+                # the recursion's numerical uncertainty ε (error control), carried to each
+                # row to first order: ε(n·E δ²) = n·ε(E δ²), ε(log E δ²) = ε(E δ²)/E δ²,
+                # ε(E δ² − (E δ)²) ≤ ε(E δ²) + 2|E δ|·ε(E δ)
                 e_sq = _err(bc.delta_sq_error, l) if sq_exact is None else 0.0
                 m, e_m = bc.delta_mean[l - 1], _err(bc.delta_mean_error, l)
                 if sq_exact is None:
