@@ -21,17 +21,16 @@ from ..model.losses import Loss, get_loss
 from ..model.networks import MLP
 from ..model.targets import Constant, Gaussian, OneHot, TargetLaw
 from ._common import TheoryNotCovered
+from ._moment_kernels import clenshaw_kernel, unit_moments_kernel
 from .input_law import first_layer, input_rule
 from .meanfield import _check_net
 from .quadrature import SCALE_CUTS_1D, WIDE, _legendre_rule
 
 __all__ = ["BackwardCorrections", "backward_corrections", "backward_covered"]
 
-# Per-unit quantities X of one layer given θ = (M, G), (BW3), and the power of z̃ in each.
+# Per-unit quantities X of one layer given θ = (M, G), (BW3); the powers of z̃ they carry
+# (0, 0, 0, 1, 2, 0, 0, 0, 0, 1, 1) are integrated in :mod:`._moment_kernels`.
 _U, _A, _C, _E, _T, _P, _Q, _D, _K, _V, _G2 = range(11)
-_ZPOW = (0, 0, 0, 1, 2, 0, 0, 0, 0, 1, 1)
-# The quantities that carry a power of z̃ (their conditional covariance given z is not 0).
-_WITH_Z = tuple(i for i, p in enumerate(_ZPOW) if p)
 # Conditional expectations carried down the layers, (BW2): E of ‖δ‖², τ², στ, σ², σ, τ with
 # σ = 1ᵀδ and τ = z̃·δ.
 _N, _TT, _ST, _SS, _S, _TAU = range(6)
@@ -139,29 +138,23 @@ def _unit_moments(phi: Activation, M: np.ndarray, G: np.ndarray, sb2: float, cov
     w = np.moveaxis(w, 0, 1).reshape(M.size, -1)
     z = M[:, None] + sd * t
     h, d = phi.phi(z), phi.dphi(z)
-    r = np.where(G > 0, (G - sb2) / np.where(G > 0, G, 1.0), 0.0)[:, None]
-    m, v = r * sd * t, r * sb2
-    # E[X | z] = f(z)·E[z̃^p | z], with the moments of z̃ | z ~ N(m, v): 1, m, m² + v.
-    h2, d2 = h * h, d * d
-    cond = (1.0, m, m * m + v)
-    f = (h2, d2, d2 * h2, d * h, d2, d * h, h, d, d2 * h, d, d2)
-    EX = np.empty((M.size, 11, z.shape[1]))
-    for i, (fi, p) in enumerate(zip(f, _ZPOW)):
-        EX[:, i] = fi * cond[p]
-    mean = np.sum(EX * w[:, None, :], axis=-1)
-    if not cov:
-        return mean, None
-    # Law of total covariance, each part free of cancellation:
-    # Cov(X_i, X_j) = E[(E[X_i|z] − μ_i)(E[X_j|z] − μ_j)] + E[f_i f_j Cov(z̃^p_i, z̃^p_j | z)],
-    # where Cov(z̃, z̃) = v, Cov(z̃, z̃²) = 2mv, Cov(z̃², z̃²) = 4m²v + 2v² (and 0 for p = 0).
-    EX -= mean[:, :, None]
-    out = np.matmul(EX * w[:, None, :], np.swapaxes(EX, 1, 2))
-    ccov = {(1, 1): v, (1, 2): 2 * m * v, (2, 2): v * (4 * m * m + 2 * v)}
-    for i in _WITH_Z:
-        for j in _WITH_Z:
-            a, b = sorted((_ZPOW[i], _ZPOW[j]))
-            out[:, i, j] += np.sum(w * f[i] * f[j] * ccov[a, b], axis=-1)
-    return mean, out
+    r = np.where(G > 0, (G - sb2) / np.where(G > 0, G, 1.0), 0.0)
+    # E[X | z] = f(z)·E[z̃^p | z] with z̃ | z ~ N(r·sd·t, rσ_b²); mean and covariance (law of
+    # total covariance) in one compiled pass per kernel (:mod:`._moment_kernels`).
+    m = r[:, None] * sd * t
+    mean = np.empty((M.size, 11))
+    out = np.empty((M.size, 11, 11)) if cov else np.empty((0, 11, 11))
+    unit_moments_kernel(
+        np.ascontiguousarray(h, float),
+        np.ascontiguousarray(d, float),
+        m,
+        np.ascontiguousarray(w),
+        np.ascontiguousarray(r * sb2, float),
+        cov,
+        mean,
+        out,
+    )
+    return mean, (out if cov else None)
 
 
 def _chebyshev_nodes(N: int) -> np.ndarray:
@@ -236,6 +229,36 @@ class _Fn:
             return (self._eval(self._derivative(dm, 2), M, G) - f_u) / (g * g)
         raise ValueError(f"dg must be 0, 1 or 2, got {dg}")
 
+    def orders(self, M, G, orders) -> dict:
+        """Several derivatives ∂ᵈᵐ_M ∂ᵈᵍ_G (dg ≤ 2) at the same points in one evaluation:
+        ``{(dm, dg): (k,) + S}``, each the same bits as ``self(M, G, dm, dg)``."""
+        raw = set(orders)
+        if self.log_g:  # in u = log G: ∂_G F = F_u / G, ∂²_G F = (F_uu − F_u) / G²
+            raw |= {(dm, 1) for dm, dg in orders if dg == 2}
+        raw = sorted(raw)
+        k = self.coef.shape[0]
+        # differentiation shortens the coefficient axes: pad with zero coefficients (which
+        # leave Clenshaw's recurrence and the M-sums unchanged) to stack them
+        shape = self.coef.shape
+        stacked = np.zeros((k * len(raw),) + shape[1:])
+        for i, (dm, dg) in enumerate(raw):
+            c = self._derivative(dm, dg)
+            stacked[i * k : (i + 1) * k, : c.shape[1], : c.shape[2]] = c
+        vals = self._eval(stacked, M, G)
+        got = {o: vals[i * k : (i + 1) * k] for i, o in enumerate(raw)}
+        if not self.log_g:
+            return {o: got[o] for o in orders}
+        g = np.asarray(G, float)
+        out = {}
+        for dm, dg in orders:
+            if dg == 0:
+                out[dm, dg] = got[dm, dg]
+            elif dg == 1:
+                out[dm, dg] = got[dm, 1] / g
+            else:
+                out[dm, dg] = (got[dm, 2] - got[dm, 1]) / (g * g)
+        return out
+
     def _eval(self, c: np.ndarray, M, G) -> np.ndarray:
         shape = np.broadcast_shapes(np.shape(M), np.shape(G))
         xm = np.broadcast_to(self._xm(M), shape).ravel()
@@ -244,7 +267,8 @@ class _Fn:
         # recurrence, whose rounding is smooth in G and so cancels in the second differences
         # of (BW2) (summing Vandermonde rows there loses up to a decimal digit).
         inner = np.matmul(cheb.chebvander(xm, c.shape[1] - 1), c)  # (k, S, N_G)
-        out = cheb.chebval(xg, np.moveaxis(inner, -1, 0), tensor=False)
+        out = np.empty(inner.shape[:2])
+        clenshaw_kernel(inner, xg, out)
         return out.reshape((c.shape[0],) + shape)
 
     def _derivative(self, dm: int, dg: int) -> np.ndarray:
@@ -590,29 +614,26 @@ def _evaluate(fns, wts, Mn, G, dM, dG, C, n, sw2, sb2):
         Mm, Gm = Mb + dM[:, l - 1], Gb + dG[:, l - 1]
         Cl = C[:, l - 1]
 
-        def expect(f, Mb=Mb, Gb=Gb, Mm=Mm, Gm=Gm, Cl=Cl):
-            hess = (
-                f(Mb, Gb, 2, 0) * Cl[:, 0, 0]
-                + 2 * f(Mb, Gb, 1, 1) * Cl[:, 0, 1]
-                + f(Mb, Gb, 0, 2) * Cl[:, 1, 1]
-            )
-            return wts @ (f(Mm, Gm) + 0.5 * hess).T
-
-        F = expect(fn)
+        # F and its derivatives, each evaluated once: F at the shifted kernel, the Hessian
+        # (and the first derivatives H needs) at the unshifted one
+        val = fn(Mm, Gm)
+        der = fn.orders(Mb, Gb, ((2, 0), (1, 1), (0, 2), (1, 0), (0, 1)))
+        c00, c01, c11 = Cl[:, 0, 0], Cl[:, 0, 1], Cl[:, 1, 1]
+        hess = der[2, 0] * c00 + 2 * der[1, 1] * c01 + der[0, 2] * c11
+        F = wts @ (val + 0.5 * hess).T
         sq[l - 1], mean[l - 1] = F[_N] / n[l], F[_S] / n[l]
-        # ‖h⁽ˡ⁻¹⁾‖² = n_{l−1}(G − σ_b²)/σ²: H(θ) = E[‖δ‖² | θ]·n_{l−1}(G − σ_b²)/σ². First
-        # order in 1/n: the forward covariance C is linear in β = Σ 1/n_j, so deep narrow
-        # networks lose the (1 + c/n)^l growth beyond its first term.
+        # ‖h⁽ˡ⁻¹⁾‖² = n_{l−1}(G − σ_b²)/σ²: H(θ) = E[‖δ‖² | θ]·n_{l−1}(G − σ_b²)/σ², whose
+        # derivatives are ∂ᵈᵐ_M ∂ᵈᵍ_G H = cst·(F_N^(dm,dg) g + dg·F_N^(dm,dg−1)), g = G − σ_b².
+        # First order in 1/n: the forward covariance C is linear in β = Σ 1/n_j, so deep
+        # narrow networks lose the (1 + c/n)^l growth beyond its first term.
         cst = n[l - 1] / sw2[l - 1]
-
-        def H(M, G_, dm=0, dg=0, f=fn, b=sb2[l - 1], cst=cst):
-            g = G_ - b
-            val = f(M, G_, dm, dg)[_N] * g
-            if dg:
-                val = val + dg * f(M, G_, dm, dg - 1)[_N]
-            return (cst * val)[None]
-
-        grad[l - 1] = expect(H)[0]
+        gm, gb = Gm - sb2[l - 1], Gb - sb2[l - 1]
+        h_hess = (
+            der[2, 0][_N] * gb * c00
+            + 2 * (der[1, 1][_N] * gb + der[1, 0][_N]) * c01
+            + (der[0, 2][_N] * gb + 2 * der[0, 1][_N]) * c11
+        )
+        grad[l - 1] = wts @ (cst * (val[_N] * gm + 0.5 * h_hess))
     return sq, mean, grad
 
 
