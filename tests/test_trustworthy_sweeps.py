@@ -534,3 +534,12 @@ def test_two_real_sweeps_on_one_folder_the_second_refuses(tmp_path, capsys):
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=60)
     assert first.returncode == 130 and not (out / "sweep.lock").exists()
+
+
+def test_numerics_lists_the_blas_libraries_in_a_fixed_order():
+    """The metadata of every results file names the BLAS builds; their load order varies from
+    process to process, so they are sorted (else the same run writes different files)."""
+    from deltastats.workflow.metadata import numerics
+
+    blas = numerics()["blas"]
+    assert blas and blas == sorted(blas)

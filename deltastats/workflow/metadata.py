@@ -61,11 +61,12 @@ def numerics() -> dict[str, Any]:
 
     from .. import engine
 
-    blas = [
+    # sorted: the libraries' load order (numpy's, scipy's) varies with what ran first
+    blas = sorted(
         f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')})"
         for i in threadpool_info()
         if i.get("user_api") == "blas"
-    ]
+    )
     return {"blas": blas, "use_compiled_kernels": bool(engine.USE_COMPILED_KERNELS)}
 
 
