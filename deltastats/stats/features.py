@@ -22,6 +22,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from .._parallel import single_threaded_blas
 from .stacked import FeatureStack
 
 _JIT = dict(nogil=True, cache=True, error_model="numpy")
@@ -477,62 +478,23 @@ def weight_features(
     return out
 
 
-#: Partial sums of :func:`_dot`: a dot product of two rows of δ or h (10²–10³ entries).
-_DOT = 8
-
-
-@numba.njit(inline="always", **_JIT)
-def _dot(x, y, lanes):
-    """Σ_i x_i·y_i in float64 in :data:`_DOT` partial sums (lane k the entries i ≡ k mod _DOT,
-    in order; then a fixed pairwise tree): a fixed order that vectorizes. ``lanes`` scratch."""
-    N = x.size
-    W = _DOT
-    lanes[:] = 0.0
-    nW = N - N % W
-    for i in range(0, nW, W):
-        for k in range(W):
-            lanes[k] += np.float64(x[i + k]) * np.float64(y[i + k])
-    for i in range(nW, N):
-        lanes[i - nW] += np.float64(x[i]) * np.float64(y[i])
-    w = W
-    while w > 1:
-        w //= 2
-        for k in range(w):
-            lanes[k] += lanes[k + w]
-    return lanes[0]
-
-
-@numba.njit(inline="always", **_JIT)
-def _gram(a, gram, sums, lanes):
-    """Gram matrix ``gram[b, b'] = a_b·a_b'`` (symmetric, both halves written) and row sums
-    ``sums[b] = Σ_i a_bi`` of the rows of ``a`` (B, n), in float64."""
-    B = a.shape[0]
-    for b in range(B):
-        sums[b], gram[b, b] = _lane_sums(a[b], 0.0, 1.0)  # (x − 0)·1 = x exactly
-        for b2 in range(b + 1, B):
-            gram[b, b2] = gram[b2, b] = _dot(a[b], a[b2], lanes)
-
-
 @numba.njit(**_JIT)
-def _gram_weight_features(delta, h, c, inv, out):
-    M, B, n_out = delta.shape
-    N = n_out * h.shape[2]
-    gd, gh = np.empty((B, B)), np.empty((B, B))
-    sd, sh = np.empty(B), np.empty(B)
-    lanes = np.empty(_DOT)
+def _gram_weight_features(gd, gh, sd, sh, c, N, inv, out):
+    # gd, gh (M or 1, B, B): Gram matrices of δ and h (upper triangle and diagonal read);
+    # sd, sh (M or 1, B): row sums.
+    M, B = gd.shape[0], gd.shape[1]
     for m in range(M):
-        _gram(delta[m], gd, sd, lanes)
-        _gram(h[m if h.shape[0] == M else 0], gh, sh, lanes)
+        mh = m if gh.shape[0] == M else 0
         # G = (1/B) Σ_b δ_b h_bᵀ: ΣG = (1/B) Σ_b (1ᵀδ_b)(1ᵀh_b), ‖G‖²_F = (1/B²) Σ_bb' (δ_b·δ_b')
         # (h_b·h_b'), the off-diagonal pairs once, doubled (the Gram matrices are symmetric).
         s1 = 0.0
         diag = 0.0
         off = 0.0
         for b in range(B):
-            s1 += sd[b] * sh[b]
-            diag += gd[b, b] * gh[b, b]
+            s1 += sd[m, b] * sh[mh, b]
+            diag += gd[m, b, b] * gh[mh, b, b]
             for b2 in range(b + 1, B):
-                off += gd[b, b2] * gh[b, b2]
+                off += gd[m, b, b2] * gh[mh, b, b2]
         s1 /= B
         s2 = (diag + 2.0 * off) / (B * B)
         # Σ(G − c) = ΣG − Nc and Σ(G − c)² = ΣG² − 2cΣG + Nc², in units of the scale.
@@ -540,6 +502,16 @@ def _gram_weight_features(delta, h, c, inv, out):
         out[m, 0, MEAN] = mean
         out[m, 0, MEAN_SQ] = ((s2 - 2.0 * c * s1) + N * c * c) * (inv * inv) / N
         out[m, 0, SQ_MEAN] = mean * mean
+
+
+def _gram(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gram matrices ``(a_b·a_b')`` (M, B, B) and row sums (M, B) of ``a`` (M, B, n), in
+    float64: one small BLAS product per network (the same shapes, hence the same bits, in
+    any chunk), with one BLAS thread (they run on the accumulator's threads)."""
+    a = np.asarray(a, dtype=np.float64)
+    with single_threaded_blas():
+        gram = np.matmul(a, np.swapaxes(a, 1, 2))
+    return gram, a.sum(axis=2)
 
 
 def gram_weight_features(
@@ -584,7 +556,10 @@ def gram_weight_features(
         out = np.empty((d.shape[0], 1, N_SCALAR))
     elif out.shape != (d.shape[0], 1, N_SCALAR) or out.dtype != np.float64:
         raise ValueError(f"out must be float64 of shape {(d.shape[0], 1, N_SCALAR)}")
-    _gram_weight_features(d, h, float(c), 1.0 / _check_scale(scale, "scale"), out)
+    gd, sd = _gram(d)
+    gh, sh = _gram(h)
+    N = d.shape[2] * h.shape[2]
+    _gram_weight_features(gd, gh, sd, sh, float(c), N, 1.0 / _check_scale(scale, "scale"), out)
     return out
 
 
