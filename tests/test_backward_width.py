@@ -280,16 +280,43 @@ def test_numerical_error_is_carried_to_every_backward_row():
 def test_g_attempt_skipped_when_it_would_repeat_the_failure(monkeypatch):
     """Layers above the highest log-G box have the same tables in G: where the error control
     fails there (gelu, μ_w = 1, Gaussian inputs, depth 10: layers 8–9, whose kernels span
-    more than 10⁴), the G attempt is not run, and the answer is the same refusal."""
+    more than 10⁴), the G attempt is not run; the M-resolution check runs in log G only."""
     from deltastats.theory import backward_width as bw
 
     net = ds.MLP((16,) + (128,) * 9 + (128,), activation="gelu", sigma_w=1.2, sigma_b=0.2,
                  mu_w=1.0)  # fmt: skip
     tables, calls = bw._tables, []
-    monkeypatch.setattr(bw, "_tables", lambda *a: calls.append(a[6]) or tables(*a))
-    with pytest.raises(T.TheoryNotCovered, match="not resolved"):
-        backward_corrections(net, inputs.gaussian(1.0))
-    assert calls == [True, True]  # the log-G attempt's two resolutions only
+    monkeypatch.setattr(bw, "_tables", lambda *a: calls.append((a[6], a[4])) or tables(*a))
+    backward_corrections(net, inputs.gaussian(1.0))
+    # the log-G attempt's two resolutions, then more nodes in M, all in log G
+    assert calls == [(True, 9), (True, 12), (True, bw._CHEB_M_FINE)]
+
+
+def test_more_nodes_in_m_resolve_what_two_resolutions_cannot(monkeypatch):
+    """tanh, μ_w = 1, Gaussian inputs (n₀ = 16), depth 10: x̄ spreads M⁽¹⁾ over ±1.8 and 9
+    or 12 nodes in M are not enough (E δ²⁽¹⁾ moves by 0.7 % between them), so neither the
+    log-G nor the G attempt resolves; 16 nodes, checked against 12, do. The answer agrees
+    with a run on 16 and 24 nodes in M to well within its stated numerical error. (Monte
+    Carlo, 114,804 networks: |z| ≤ 0.6 on every layer's E δ², where the infinite-width
+    prediction is up to 8.7 SE off.)"""
+    from deltastats.theory import backward_width as bw
+
+    net = ds.MLP((16,) + (128,) * 9 + (1,), activation="tanh", sigma_w=1.2, sigma_b=0.2,
+                 mu_w=1.0)  # fmt: skip
+    law = inputs.gaussian(1.0)
+    tables, calls = bw._tables, []
+    monkeypatch.setattr(bw, "_tables", lambda *a: calls.append(a[4]) or tables(*a))
+    bc = backward_corrections(net, law)
+    assert calls[-1] == bw._CHEB_M_FINE and calls.count(bw._CHEB_M) == 2  # both attempts ran
+    monkeypatch.setattr(bw, "_COARSE", (bw._CHEB_G, 16))
+    monkeypatch.setattr(bw, "_CHEB_M", 24)
+    ref = backward_corrections(net, law)  # (24, 16) against (24, 24)
+    gap = np.abs(bc.delta_sq / ref.delta_sq - 1)
+    assert gap.max() < 1e-3
+    assert np.all(np.abs(bc.delta_sq - ref.delta_sq) <= bc.delta_sq_error + 1e-12)
+    # the stated error is the change from 12 to 16 nodes in M (0.29 % at layer 1), which
+    # bounds the distance to the finer run here
+    assert bc.delta_sq_error[0] / bc.delta_sq[0] > 1e-3
 
 
 def test_compiled_unit_moments_match_the_quadrature_sums():

@@ -80,7 +80,7 @@ def test_current_theory_against_the_committed_high_precision_grid(tmp_path):
     assert mc["setting"].nunique() == len(grid.settings())  # the committed grid is complete
     df = grid.compare(mc)
     judged = df[df["testable"]]
-    assert len(judged) >= 0.95 * len(df)  # nearly every row is judged
+    assert len(judged) == len(df)  # every row is judged (all resolve, with more nodes in M)
     az = judged["z"].abs()
     for width, rows in judged.groupby("width"):
         z = rows["z"].abs()

@@ -43,6 +43,9 @@ _TAIL = 12.0
 # inputs, and bias-free ReLU (where the recursion is exact) is reproduced to 10⁻⁶.
 _CHEB_G = 24
 _CHEB_M = 12
+# Nodes in M of the last check where neither attempt resolves and M varies (see
+# :func:`backward_corrections`).
+_CHEB_M_FINE = 16
 # The error control runs the recursion also at a coarser (G, M) resolution on the input rule
 # of half the degree, and returns the finer one if they agree.
 _COARSE = (18, 9)
@@ -427,7 +430,9 @@ def backward_corrections(
         interpolated in log G on the layers whose kernel spans a factor of more than 10 (a
         kernel that grows or shrinks over the layers, or a wide input law), in G elsewhere;
         where that is not resolved, in G throughout (unless it failed in the layers above
-        every log-G box, whose tables are the same in G).
+        every log-G box, whose tables are the same in G). Where neither resolves and M varies
+        (μ_w ≠ 0), each attempt's finer run is checked against one with 16 nodes in M, which
+        is returned if they agree (the error is then their distance).
 
     Returns
     -------
@@ -468,7 +473,7 @@ def backward_corrections(
     # resolved. (More Chebyshev nodes are not always better: the interpolants' second
     # derivatives amplify the rounding of the tables roughly as N⁴.)
     dx, dr = (degree, degree) if isinstance(degree, int) else degree
-    runs, rules = [], []
+    rules = []
     for deg in ((max(3 * dx // 4, 2), max(3 * dr // 4, 2)), (dx, dr)):
         rule = input_rule(net, inputs, deg)
         nodes = _corrections_at_nodes(net, phi, *first_layer(net, rule))  # (K, L), C (K, L, 2, 2)
@@ -501,35 +506,16 @@ def backward_corrections(
     # moments (BW3) of every layer do not depend on the layers above: both resolutions'
     # tables first, shared out over the threads, then the two top-down recursions.
     moments: dict = {}  # unit moments at a layer's nodes, shared by the log-G and G attempts
+    fine_runs = {}  # the finer run of each attempt, by log
     for log in order:
         jobs = list(zip(rules, (_COARSE, (_CHEB_G, _CHEB_M))))
         _unit_moments_into(moments, phi, net, boxes, jobs, log)
-        runs = side_by_side([partial(run, *job, log) for job in jobs])
-        (sq0, mean0, grad0), (sq, mean, grad) = runs
-        with np.errstate(invalid="ignore", divide="ignore"):
-            per_layer = np.max(
-                [
-                    np.abs(sq - sq0) / np.abs(sq),
-                    np.abs(grad - grad0) / np.abs(grad),
-                    # E δ on the scale of its spread, √(E δ²) ≥ |E δ| (relative to itself it
-                    # would refuse the small means of μ_w = 0, known to 1.5 % where Monte
-                    # Carlo resolves 10 %)
-                    np.abs(mean - mean0) / np.sqrt(np.abs(sq)),
-                ],
-                axis=0,
-            )
-        per_layer = np.where(np.isnan(per_layer), np.inf, per_layer)  # (L,), inf: not finite
+        coarse, fine = side_by_side([partial(run, *job, log) for job in jobs])
+        fine_runs[log] = fine
+        per_layer = _disagreement(coarse, fine)
         gap = float(per_layer.max())
-        finite = np.isfinite(gap)
-        if finite and gap <= _RTOL:
-            return BackwardCorrections(
-                delta_sq=sq,
-                delta_mean=mean,
-                grad_w_sq=grad,
-                delta_sq_error=np.abs(sq - sq0),
-                delta_mean_error=np.abs(mean - mean0),
-                grad_w_sq_error=np.abs(grad - grad0),
-            )
+        if np.isfinite(gap) and gap <= _RTOL:
+            return _corrections(fine, coarse)
         gaps.append(gap)
         if log:
             # Layers above the highest log-G box have the same tables, hence the same values,
@@ -537,9 +523,54 @@ def backward_corrections(
             top_log = max(l for l in range(1, net.depth) if _log_g(boxes[l - 1]))
             if np.any(per_layer[top_log:] > _RTOL):
                 break
+    # Neither attempt resolved. Where M varies (μ_w ≠ 0), the M axis may be the one short of
+    # nodes: tanh, μ_w = 1, Gaussian inputs (n₀ = 16), depth 10, where x̄ spreads M⁽¹⁾ over
+    # ±1.8: E δ²⁽¹⁾ is off by +0.40 %, −0.33 %, −0.039 % and −0.0007 % at 9, 12, 16 and 24
+    # nodes in M (any number in G). One more run with _CHEB_M_FINE nodes in M, checked
+    # against the finer run of the same attempt, returned only if the two agree.
+    if any(lo_m < hi_m for (lo_m, hi_m), _ in boxes[:-1]):
+        for log, fine in fine_runs.items():
+            job = (rules[1], (_CHEB_G, _CHEB_M_FINE))
+            _unit_moments_into(moments, phi, net, boxes, [job], log)
+            finer = run(*job, log)
+            gap = float(_disagreement(fine, finer).max())
+            if np.isfinite(gap) and gap <= _RTOL:
+                return _corrections(finer, fine)
+            gaps.append(gap)
     raise TheoryNotCovered(
         "the backward 1/n recursion is not resolved here (two resolutions disagree by "
         f"{min(gaps):.2g} relative): e.g. a layer whose units are nearly all inactive"
+    )
+
+
+def _disagreement(coarse, fine) -> np.ndarray:
+    """Per layer, how far two resolutions' (E δ², E δ, E‖∂L/∂W‖²) lie apart: (L,), relative
+    (E δ on the scale of its spread √(E δ²) ≥ |E δ|: relative to itself it would refuse the
+    small means of μ_w = 0, known to 1.5 % where Monte Carlo resolves 10 %); inf where not
+    finite."""
+    (sq0, mean0, grad0), (sq, mean, grad) = coarse, fine
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_layer = np.max(
+            [
+                np.abs(sq - sq0) / np.abs(sq),
+                np.abs(grad - grad0) / np.abs(grad),
+                np.abs(mean - mean0) / np.sqrt(np.abs(sq)),
+            ],
+            axis=0,
+        )
+    return np.where(np.isnan(per_layer), np.inf, per_layer)
+
+
+def _corrections(fine, coarse) -> BackwardCorrections:
+    """The finer run, with its distance to the coarser one as the numerical error."""
+    (sq, mean, grad), (sq0, mean0, grad0) = fine, coarse
+    return BackwardCorrections(
+        delta_sq=sq,
+        delta_mean=mean,
+        grad_w_sq=grad,
+        delta_sq_error=np.abs(sq - sq0),
+        delta_mean_error=np.abs(mean - mean0),
+        grad_w_sq_error=np.abs(grad - grad0),
     )
 
 
