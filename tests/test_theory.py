@@ -353,3 +353,13 @@ def test_bad_input_raises_value_errors_that_say_what_to_change():
         T.predict(net, targets=targets.teacher(ds.MLP((4, 3))))
     with pytest.raises(ValueError, match="linear"):
         T.linear_exact(net)
+
+
+def test_activation_both_gives_phi_and_dphi_bit_for_bit():
+    """Activation.both shares work between φ and φ' (GELU's Φ, tanh) without changing a bit."""
+    from deltastats.model.activations import ACTIVATIONS
+
+    x = np.random.default_rng(0).standard_normal(1000) * 4
+    for name, act in ACTIVATIONS.items():
+        p, d = act.both(x)
+        assert np.array_equal(p, act.phi(x)) and np.array_equal(d, act.dphi(x)), name

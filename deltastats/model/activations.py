@@ -57,6 +57,9 @@ class Activation:
         The family of closed-form Gaussian moments theory may use: ``"linear"``,
         ``"leaky_relu"`` (arc-cosine kernels, slope ``params["alpha"]``), ``"erf"`` (arcsine
         kernel) or ``"sin"``; ``None`` → numerical quadrature only.
+    phi_and_dphi : callable or None
+        (φ(x), φ'(x)) in one call that shares their common work (the normal CDF of GELU, the
+        tanh of tanh), the same values as the two calls; used by :meth:`both`.
     """
 
     name: str
@@ -67,6 +70,9 @@ class Activation:
     params: dict = field(default_factory=dict, compare=False)
     positively_homogeneous: bool = False
     closed_form: str | None = None
+    phi_and_dphi: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if self.closed_form not in CLOSED_FORMS:
@@ -77,6 +83,13 @@ class Activation:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.phi(x)
+
+    def both(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(φ(x), φ'(x)), each the same values as :attr:`phi` and :attr:`dphi` give, in one
+        call when :attr:`phi_and_dphi` shares their work (theory's quadratures need both)."""
+        if self.phi_and_dphi is not None:
+            return self.phi_and_dphi(x)
+        return self.phi(x), self.dphi(x)
 
     def __hash__(self) -> int:
         return hash(self.name)
@@ -151,6 +164,17 @@ def _gelu_dphi(x):
     return special.ndtr(x) + x * np.exp(-0.5 * np.square(x)) / np.sqrt(2.0 * np.pi)
 
 
+def _gelu_both(x):
+    # one Φ(x) for both (the same operations as _gelu_phi and _gelu_dphi)
+    c = special.ndtr(x)
+    return x * c, c + x * np.exp(-0.5 * np.square(x)) / np.sqrt(2.0 * np.pi)
+
+
+def _tanh_both(x):
+    t = np.tanh(x)
+    return t, 1.0 - t**2
+
+
 def _softplus_phi(x):
     return np.logaddexp(0.0, x)
 
@@ -185,7 +209,9 @@ linear = Activation(
 #: φ(z) = max(z, 0), φ' = 1[z > 0]; positively homogeneous, arc-cosine closed forms.
 relu = leaky_relu(0.0)
 #: φ(z) = tanh z, φ' = 1 − φ² (computed from the output).
-tanh = Activation("tanh", np.tanh, _tanh_dphi, dphi_from_output=lambda h: 1.0 - h * h)
+tanh = Activation(
+    "tanh", np.tanh, _tanh_dphi, dphi_from_output=lambda h: 1.0 - h * h, phi_and_dphi=_tanh_both
+)
 #: φ(z) = 1/(1 + e^{−z}), φ' = φ(1 − φ).
 sigmoid = Activation(
     "sigmoid", special.expit, _sigmoid_dphi, dphi_from_output=lambda h: h * (1.0 - h)
@@ -193,7 +219,7 @@ sigmoid = Activation(
 #: φ(z) = erf z, φ' = (2/√π) e^{−z²}; arcsine closed forms.
 erf = Activation("erf", special.erf, _erf_dphi, closed_form="erf")
 #: φ(z) = z Φ(z) (the exact GELU, Φ the standard normal CDF).
-gelu = Activation("gelu", _gelu_phi, _gelu_dphi)
+gelu = Activation("gelu", _gelu_phi, _gelu_dphi, phi_and_dphi=_gelu_both)
 #: φ(z) = log(1 + e^z), φ' = the logistic sigmoid.
 softplus = Activation("softplus", _softplus_phi, special.expit)
 #: φ(z) = z/(1 + e^{−z}) (SiLU, also called swish).

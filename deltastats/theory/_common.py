@@ -115,7 +115,7 @@ def _std_moments(act: Activation, kinds, a, logv) -> dict[str, np.ndarray]:
 
     def f(z):
         # the P integrands share the Gaussian: φ is evaluated once per node
-        p, d = act.phi(z), act.dphi(z)
+        p, d = act.both(z)
         zc = z - mm
         out = np.empty((P,) + z.shape)
         for i, b in enumerate(base):

@@ -140,7 +140,7 @@ def _unit_moments(phi: Activation, M: np.ndarray, G: np.ndarray, sb2: float, cov
     t = np.moveaxis(t, 0, 1).reshape(M.size, -1)
     w = np.moveaxis(w, 0, 1).reshape(M.size, -1)
     z = M[:, None] + sd * t
-    h, d = phi.phi(z), phi.dphi(z)
+    h, d = phi.both(z)
     r = np.where(G > 0, (G - sb2) / np.where(G > 0, G, 1.0), 0.0)
     # E[X | z] = f(z)·E[z̃^p | z] with z̃ | z ~ N(r·sd·t, rσ_b²); mean and covariance (law of
     # total covariance) in one compiled pass per kernel (:mod:`._moment_kernels`).
