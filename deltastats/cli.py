@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import tomllib
 
@@ -193,6 +194,16 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``deltastats`` command."""
     args = _parser().parse_args(argv)
+    code = _dispatch(args)
+    if argv is None and code == 130:
+        # Run as a program and interrupted, the finished points saved and the lock released:
+        # a further Ctrl-C while the interpreter shuts down (threads and workers joined) must
+        # not turn this exit into a death by signal, which a caller cannot tell from a crash.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return code
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         return {
             "run": _cmd_run,

@@ -528,6 +528,9 @@ def test_two_real_sweeps_on_one_folder_the_second_refuses(tmp_path, capsys):
         while time.time() < deadline and not (out / "sweep.lock").exists():
             time.sleep(0.02)
         assert main(["sweep", str(cfg), "--out", str(out), "--quiet", "--resume"]) == 2
+        # signal it only once it is computing a point (past its start-up, handlers installed)
+        while time.time() < deadline and not list((out / "points").glob("*.running")):
+            time.sleep(0.02)
         err = capsys.readouterr().err
         assert f"another sweep (pid {first.pid}" in err and str(out) in err
     finally:
