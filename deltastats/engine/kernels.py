@@ -37,9 +37,9 @@ import numpy as np
 from numba import types
 from numba.extending import intrinsic, overload
 
-__all__ = ["tanh", "tanh_layer", "scale_layer", "tanh_scale_layer"]
+from .._jit import JIT as _JIT
 
-_JIT = dict(nogil=True, cache=True, error_model="numpy")
+__all__ = ["tanh", "tanh_layer", "scale_layer", "tanh_scale_layer"]
 
 
 def _truncate(value: float, dtype, bits: int):

@@ -65,6 +65,7 @@ import numpy as np
 from numba import types
 from numba.extending import intrinsic
 
+from .._jit import JIT as _JIT
 from .._parallel import default_threads, executor
 
 __all__ = [
@@ -73,7 +74,6 @@ __all__ = [
     "network_normal",
 ]
 
-_JIT = dict(nogil=True, cache=True, error_model="numpy")
 
 _U32 = 2**32
 #: Values per 128-bit block in the float64 and float32 laws.

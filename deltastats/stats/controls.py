@@ -37,14 +37,13 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from .._jit import JIT as _JIT
 from ..model.networks import MLP
 
 #: Columns of the ``cv`` feature array: y (the shifted ``dsq`` mean), c (CV), y·c and c².
 CV_Y, CV_C, CV_YC, CV_CC = 0, 1, 2, 3
 #: Number of control-variate features.
 N_CV = 4
-
-_JIT = dict(nogil=True, cache=True, error_model="numpy")
 
 
 def enabled(net: MLP, batch: int) -> bool:

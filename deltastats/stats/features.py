@@ -22,10 +22,9 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from .._jit import JIT as _JIT
 from .._parallel import single_threaded_blas
 from .stacked import FeatureStack
-
-_JIT = dict(nogil=True, cache=True, error_model="numpy")
 
 # ---- the feature layout ---------------------------------------------------------------------
 # Every per-network feature array is (M, S, k): S slots (the n_l units, or 1 for the layer

@@ -29,9 +29,8 @@ from functools import partial
 import numba
 import numpy as np
 
+from .._jit import JIT as _JIT
 from .._parallel import side_by_side
-
-_JIT = dict(nogil=True, cache=True, error_model="numpy")
 
 
 @dataclass(frozen=True, eq=False)

@@ -21,9 +21,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["clenshaw_kernel", "unit_moments_kernel"]
+from .._jit import JIT as _JIT
 
-_JIT = dict(nogil=True, cache=True, error_model="numpy")
+__all__ = ["clenshaw_kernel", "unit_moments_kernel"]
 
 
 @numba.njit(**_JIT)
