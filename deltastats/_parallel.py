@@ -106,17 +106,50 @@ def side_pool() -> ThreadPoolExecutor | None:
 
 
 def side_by_side(calls: Sequence[Callable[[], T]]) -> list[T]:
-    """Run independent calls, on two threads when :func:`side_pool` gives them (the calling
-    thread takes the first call, the pool the others), else one after the other; the
-    results in the order of ``calls``. Each call must set its own numpy error state (it is
-    per thread) and write only memory no other call touches, so the results are the same
-    bits either way."""
+    """Run independent calls, on two threads when :func:`side_pool` gives them, else one after
+    the other; the results in the order of ``calls``.
+
+    The calling thread and one pool thread take the calls in order, each the next one not yet
+    taken when it is free (so two threads share the work whatever the calls' sizes, and no
+    third thread competes for two cores). Each call must set its own numpy error state (it is
+    per thread) and write only memory no other call touches, so the results are the same bits
+    however the calls fall to the threads. The first exception is raised once both threads
+    have stopped (no call starts after it).
+
+    BLAS runs single-threaded for the whole run (two threads of our own are already busy),
+    set and restored here on the calling thread: the calls' own :func:`single_threaded_blas`
+    then only count themselves in, so no thread restores the BLAS setting while another still
+    relies on it (with each call setting and restoring it, the last one out could save and
+    restore another call's 1, leaving BLAS single-threaded for the rest of the process)."""
     pool = side_pool() if len(calls) > 1 else None
     if pool is None:
         return [call() for call in calls]
-    rest = [pool.submit(call) for call in calls[1:]]
-    first = calls[0]()
-    return [first] + [future.result() for future in rest]
+    results: list = [None] * len(calls)
+    order = iter(range(len(calls)))
+    take = threading.Lock()
+    failed = threading.Event()
+
+    def work() -> None:
+        while not failed.is_set():
+            with take:
+                i = next(order, None)
+            if i is None:
+                return
+            try:
+                results[i] = calls[i]()
+            except BaseException:
+                failed.set()
+                raise
+
+    with single_threaded_blas():
+        helper = pool.submit(work)
+        try:
+            work()
+        finally:
+            error = helper.exception()  # waits for the pool thread
+    if error is not None:
+        raise error
+    return results
 
 
 def blas_is_avx512() -> bool:

@@ -6,6 +6,7 @@ sub-stack gives the same bits as the full stack) and the promise (every trace ar
 identical for threads = 1, 2, 3 and any chunk size), plus float32 against float64.
 """
 
+import time
 import warnings
 
 import numpy as np
@@ -271,3 +272,44 @@ def test_parameter_draws_are_the_same_with_threads(monkeypatch, init):
     serial = net.sample(9, seed=4, start=2)
     for a, b in zip(threaded.weights + threaded.biases, serial.weights + serial.biases):
         np.testing.assert_array_equal(a, b)
+
+
+def test_side_by_side_shares_calls_and_leaves_the_blas_setting_alone():
+    """Two threads share the calls (results in order, the first error raised), and BLAS runs
+    single-threaded during the calls but keeps the process's setting afterwards: with each
+    call setting and restoring it from either thread, BLAS was once left single-threaded."""
+    from deltastats._parallel import blas_libraries, side_by_side
+
+    libs = blas_libraries()
+    with threadpool_limits(2, user_api="blas"):
+        before = [lib.num_threads for lib in libs]
+        rng = np.random.default_rng(0)
+        a = rng.standard_normal((40, 64, 64))
+        seen = []
+
+        def product(i):
+            seen.append(max(lib.num_threads for lib in libs))
+            with passes.single_threaded_blas():
+                return float(np.matmul(a[i], a[i]).sum())
+
+        calls = [lambda i=i: product(i) for i in range(40)]
+        for _ in range(5):
+            got = side_by_side(calls)
+            assert got == [float(np.matmul(a[i], a[i]).sum()) for i in range(40)]
+            assert [lib.num_threads for lib in libs] == before
+        assert max(seen) == 1
+        # After a failing call no call starts on either thread, and the error comes out.
+
+        def boom():
+            raise ValueError("call 3 failed")
+
+        ran = []
+
+        def slow(k):
+            time.sleep(0.01)
+            ran.append(k)
+
+        with pytest.raises(ValueError, match="call 3 failed"):
+            side_by_side([lambda: slow(0), lambda: slow(1), boom] + [lambda: slow(9)] * 30)
+        assert len(ran) <= 5  # the two first, and at most what the other thread had begun
+        assert [lib.num_threads for lib in libs] == before
