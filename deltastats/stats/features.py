@@ -477,23 +477,41 @@ def weight_features(
     return out
 
 
+@numba.njit(inline="always", **_JIT)
+def _gram(a, x, s):
+    """The Gram matrix (a_b·a_b') ``(B, B)`` of one network's rows a ``(B, n)`` in float64,
+    and their sums s ``(B,)``; x ``(B, n)`` float64 scratch. One BLAS product (the same
+    shapes, hence the same bits, for every network in any chunk) called from compiled code,
+    so a layer of M networks costs one Python call, not M."""
+    for b in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            x[b, j] = a[b, j]
+        s[b] = _lane_sums(x[b], 0.0, 1.0)[0]
+    return np.dot(x, x.T)
+
+
 @numba.njit(**_JIT)
-def _gram_weight_features(gd, gh, sd, sh, c, N, inv, out):
-    # gd, gh (M or 1, B, B): Gram matrices of δ and h (upper triangle and diagonal read);
-    # sd, sh (M or 1, B): row sums.
-    M, B = gd.shape[0], gd.shape[1]
+def _gram_weight_features(d, h, c, inv, out):
+    # d (M, B, n_l): δ; h (M or 1, B, n_{l−1}): the layer's inputs, per network or shared.
+    M, B = d.shape[0], d.shape[1]
+    N = d.shape[2] * h.shape[2]
+    xd, xh = np.empty((B, d.shape[2])), np.empty((B, h.shape[2]))
+    sd, sh = np.empty(B), np.empty(B)
+    gh = np.empty((B, B))
     for m in range(M):
-        mh = m if gh.shape[0] == M else 0
+        gd = _gram(d[m], xd, sd)
+        if m == 0 or h.shape[0] == M:
+            gh = _gram(h[m if h.shape[0] == M else 0], xh, sh)
         # G = (1/B) Σ_b δ_b h_bᵀ: ΣG = (1/B) Σ_b (1ᵀδ_b)(1ᵀh_b), ‖G‖²_F = (1/B²) Σ_bb' (δ_b·δ_b')
         # (h_b·h_b'), the off-diagonal pairs once, doubled (the Gram matrices are symmetric).
         s1 = 0.0
         diag = 0.0
         off = 0.0
         for b in range(B):
-            s1 += sd[m, b] * sh[mh, b]
-            diag += gd[m, b, b] * gh[mh, b, b]
+            s1 += sd[b] * sh[b]
+            diag += gd[b, b] * gh[b, b]
             for b2 in range(b + 1, B):
-                off += gd[m, b, b2] * gh[mh, b, b2]
+                off += gd[b, b2] * gh[b, b2]
         s1 /= B
         s2 = (diag + 2.0 * off) / (B * B)
         # Σ(G − c) = ΣG − Nc and Σ(G − c)² = ΣG² − 2cΣG + Nc², in units of the scale.
@@ -501,16 +519,6 @@ def _gram_weight_features(gd, gh, sd, sh, c, N, inv, out):
         out[m, 0, MEAN] = mean
         out[m, 0, MEAN_SQ] = ((s2 - 2.0 * c * s1) + N * c * c) * (inv * inv) / N
         out[m, 0, SQ_MEAN] = mean * mean
-
-
-def _gram(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Gram matrices ``(a_b·a_b')`` (M, B, B) and row sums (M, B) of ``a`` (M, B, n), in
-    float64: one small BLAS product per network (the same shapes, hence the same bits, in
-    any chunk), with one BLAS thread (they run on the accumulator's threads)."""
-    a = np.asarray(a, dtype=np.float64)
-    with single_threaded_blas():
-        gram = np.matmul(a, np.swapaxes(a, 1, 2))
-    return gram, a.sum(axis=2)
 
 
 def gram_weight_features(
@@ -555,10 +563,8 @@ def gram_weight_features(
         out = np.empty((d.shape[0], 1, N_SCALAR))
     elif out.shape != (d.shape[0], 1, N_SCALAR) or out.dtype != np.float64:
         raise ValueError(f"out must be float64 of shape {(d.shape[0], 1, N_SCALAR)}")
-    gd, sd = _gram(d)
-    gh, sh = _gram(h)
-    N = d.shape[2] * h.shape[2]
-    _gram_weight_features(gd, gh, sd, sh, float(c), N, 1.0 / _check_scale(scale, "scale"), out)
+    with single_threaded_blas():  # the accumulator's threads run side by side
+        _gram_weight_features(d, h, float(c), 1.0 / _check_scale(scale, "scale"), out)
     return out
 
 
