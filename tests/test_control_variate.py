@@ -128,3 +128,64 @@ def test_cv_absent_without_a_known_control_mean():
     _, x, trace = Design(ds.MLP((4, 4, 1)), n_networks=2, batch=4).trace(0, 2)
     with pytest.raises(ValueError, match="params"):
         acc.update(trace, x=x)
+
+
+@pytest.mark.parametrize(
+    "init, dtype", [("gaussian", np.float64), ("gaussian", np.float32), ("uniform", np.float64)]
+)
+def test_backward_rows_drawn_with_the_weights_are_the_second_pass_bits(init, dtype):
+    # Drawing with backward_scales changes no parameter; its rows are the scaled backward
+    # products (numpy to rounding) and the control from them has the bits of the second pass
+    # over the weights, for any split of the networks and any thread count.
+    net = ds.MLP((7, 33, 20, 2), sigma_w=1.3, mu_w=0.4, init=init)
+    growth = controls.chain_growth(net)
+    scales = controls.backward_scales(growth)
+    plain = net.sample(9, 5, start=3, dtype=dtype)
+    drawn = net.sample(9, 5, start=3, dtype=dtype, backward_scales=scales)
+    for a, b in zip(plain.weights + plain.biases, drawn.weights + drawn.biases):
+        assert a.tobytes() == b.tobytes()
+    assert drawn.backward_scales == scales and plain.backward_rows is None
+    A = np.broadcast_to(np.eye(2), (9, 2, 2))
+    for k in range(net.depth, 0, -1):
+        A = scales[k - 1] * (A @ drawn.weights[k - 1].astype(np.float64))
+        np.testing.assert_allclose(drawn.backward_rows[k - 1], A, rtol=1e-13, atol=1e-13)
+    second_pass = controls.control(net, plain.weights, growth)
+    fused = controls.control(net, drawn.weights, growth, drawn.backward_rows)
+    assert fused.tobytes() == second_pass.tobytes()
+    halves = [
+        net.sample(n, 5, start=s, dtype=dtype, backward_scales=scales) for s, n in ((3, 4), (7, 5))
+    ]
+    for k in range(net.depth):
+        joined = np.concatenate([h.backward_rows[k] for h in halves])
+        assert joined.tobytes() == drawn.backward_rows[k].tobytes()
+
+
+def test_fused_rows_with_threads_and_in_the_design():
+    from deltastats.model import philox
+
+    net = ds.MLP((16,) + (64,) * 4 + (1,), sigma_w=1.4)
+    growth = controls.chain_growth(net)
+    scales = controls.backward_scales(growth)
+    one = net.sample(40, 2, backward_scales=scales)
+    w = np.empty_like(one.weights[2])
+    a_out = np.empty((40, 1, 64))
+    key = ds.model.seeding.stream_key(2, "params")
+    tensor = ds.model.seeding.param_tensor(3, "weight")
+    std = float(net.layer_sigma_w[2] / 8.0)
+    for threads in (1, 2):
+        philox.network_normal(
+            w, key, tensor, 0, 0.0, std, threads=threads,
+            times=(one.backward_rows[3], a_out, scales[2]),
+        )  # fmt: skip
+        assert w.tobytes() == one.weights[2].tobytes()
+        assert a_out.tobytes() == one.backward_rows[2].tobytes()
+    with pytest.raises(ValueError, match="times needs"):
+        philox.network_normal(w, key, tensor, 0, times=(one.backward_rows[3][:3], a_out, 1.0))
+    with pytest.raises(ValueError, match="backward_scales must be 5 finite"):
+        net.sample(2, 0, backward_scales=[1.0, 2.0])
+    # The design draws the rows for its accumulator (delta_sq_cv), which then uses them.
+    design = Design(net, inputs.gaussian(), targets.zeros(), n_networks=40, batch=8, seed=2)
+    params, x, y = design.draw(0, 40)
+    assert params.backward_scales == scales
+    c = controls.control(net, params.weights, growth, params.backward_rows)
+    assert c.tobytes() == controls.control(net, params.weights, growth).tobytes()

@@ -16,7 +16,7 @@ import numpy as np
 from .. import checks
 from .._parallel import default_threads, executor
 from .activations import Activation, get_activation
-from .philox import network_normal
+from .philox import network_normal, times_matrix
 from .seeding import SeedLike, network_rngs, param_tensor, stream_key
 
 #: Weight initialisations. ``glorot``/``he``/``lecun`` are Gaussian with σ_w set by the preset.
@@ -77,11 +77,20 @@ class Params:
         ``biases[l-1]`` is b⁽ˡ⁾, shape ``(M, n_l)``.
     start : int
         Global index of the first network (networks are ``start … start+M-1``).
+    backward_rows : tuple of ndarray or None
+        Only from ``MLP.sample(..., backward_scales=s)``: ``backward_rows[k]``, shape
+        ``(M, n_L, n_k)`` float64 for k = 0 … L−1, holds the rows of the scaled backward
+        products (s_L W⁽ᴸ⁾)(s_{L−1} W⁽ᴸ⁻¹⁾) ⋯ (s_{k+1} W⁽ᵏ⁺¹⁾), computed while the weights were
+        drawn (the control variate of :mod:`deltastats.stats.controls` reads them).
+    backward_scales : tuple of float or None
+        The scales s_1 … s_L those rows were computed with.
     """
 
     weights: tuple[np.ndarray, ...]
     biases: tuple[np.ndarray, ...]
     start: int = 0
+    backward_rows: tuple[np.ndarray, ...] | None = None
+    backward_scales: tuple[float, ...] | None = None
 
     @property
     def n_networks(self) -> int:
@@ -215,6 +224,7 @@ class MLP:
         start: int = 0,
         dtype=np.float64,
         out: Params | None = None,
+        backward_scales: Sequence[float] | None = None,
     ) -> Params:
         """Draw the parameters of ``n_networks`` independent networks.
 
@@ -243,6 +253,12 @@ class MLP:
             returned Params view them. The earlier Params must not be used afterwards. Arrays
             that do not fit are ignored (fresh ones are allocated); the values are the same
             either way.
+        backward_scales : sequence of L floats, or None
+            Also compute the backward products of the scaled weights (``Params.backward_rows``):
+            starting from the identity rows of the output layer, a ← s_l · a W⁽ˡ⁾ for
+            l = L … 1. Gaussian weights are drawn from the top layer down and each network's
+            W⁽ˡ⁾ is multiplied while it is in cache, so this costs no second pass over the
+            weights; other inits multiply after the draw. The values drawn are the same.
 
         Returns
         -------
@@ -260,6 +276,14 @@ class MLP:
         dtype = resolved
         if out is not None and not isinstance(out, Params):
             raise ValueError("out must be the Params of an earlier net.sample(...) or None")
+        chain_scales = None
+        if backward_scales is not None:
+            chain_scales = tuple(float(v) for v in np.ravel(backward_scales))
+            if len(chain_scales) != self.depth or not all(np.isfinite(chain_scales)):
+                raise ValueError(
+                    f"backward_scales must be {self.depth} finite numbers (one per weight "
+                    f"layer), got {backward_scales!r}"
+                )
         pairs = list(zip(self.widths[:-1], self.widths[1:]))
         if out is not None and _fits(out, n_networks, pairs, dtype):
             weights, biases = tuple(out.weights), tuple(out.biases)
@@ -274,15 +298,17 @@ class MLP:
         # The counter-based draws give the same bits with any number of threads; below the
         # per-network threshold they pick their own (threads only for draws large enough).
         normal_threads = None if threads == 1 else threads
-        for l, (_, _, mean, std, mb, sb) in enumerate(layers, start=1):
+        chain = self._backward_chain(n_networks, backward_scales)
+        for l in range(self.depth, 0, -1):  # top down: the backward products' order
+            _, _, mean, std, mb, sb = layers[l - 1]
             if gaussian:
-                w = weights[l - 1]
-                network_normal(w, key, param_tensor(l, "weight"), start, mean, std,
-                               threads=normal_threads)  # fmt: skip
-            b = biases[l - 1]
-            network_normal(b, key, param_tensor(l, "bias"), start, mb, sb, threads=normal_threads)
+                times = None if chain is None else (chain[l], chain[l - 1], chain_scales[l - 1])
+                network_normal(weights[l - 1], key, param_tensor(l, "weight"), start, mean, std,
+                               threads=normal_threads, times=times)  # fmt: skip
+            network_normal(biases[l - 1], key, param_tensor(l, "bias"), start, mb, sb,
+                           threads=normal_threads)  # fmt: skip
         if gaussian:
-            return Params(weights, biases, start=int(start))
+            return self._params(weights, biases, start, chain, chain_scales)
 
         def draw(i: int, rng: np.random.Generator) -> None:
             self._draw_weights(rng, key, start + i, layers, [w[i] for w in weights])
@@ -296,7 +322,30 @@ class MLP:
             # and slot, so threads give the same bits as the loop above.
             for _ in executor(threads).map(draw, range(n_networks), rngs):
                 pass
-        return Params(weights, biases, start=int(start))
+        if chain is not None:
+            for l in range(self.depth, 0, -1):
+                for i in range(n_networks):
+                    times_matrix(weights[l - 1][i], chain[l][i], chain[l - 1][i],
+                                 chain_scales[l - 1])  # fmt: skip
+        return self._params(weights, biases, start, chain, chain_scales)
+
+    def _backward_chain(self, M: int, scales) -> list | None:
+        """The arrays ``(M, n_L, n_k)``, k = 0 … L, of the backward products (k = L: the
+        identity rows), or None without ``backward_scales``."""
+        if scales is None:
+            return None
+        n_L = self.widths[-1]
+        chain = [np.empty((M, n_L, n)) for n in self.widths[:-1]]
+        top = np.zeros((M, n_L, n_L))
+        top[:, np.arange(n_L), np.arange(n_L)] = 1.0
+        return chain + [top]
+
+    @staticmethod
+    def _params(weights, biases, start, chain, scales) -> Params:
+        if chain is None:
+            return Params(weights, biases, start=int(start))
+        return Params(weights, biases, start=int(start), backward_rows=tuple(chain[:-1]),
+                      backward_scales=scales)  # fmt: skip
 
     def _layer_laws(self) -> list[tuple]:
         """Per weight layer: (n_in, n_out, E W_ij, sd W_ij, μ_b, σ_b), computed once per draw."""

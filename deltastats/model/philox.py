@@ -69,6 +69,7 @@ from .._jit import JIT as _JIT
 from .._parallel import default_threads, executor
 
 __all__ = [
+    "times_matrix",
     "philox4x32",
     "philox_normal",
     "network_normal",
@@ -379,6 +380,33 @@ def _fill32(out, k0, k1, c1, net0, v0, mean, std):
         _row32(out[r], words, k0, k1, c1, net & _MASK32, net >> _SH32, v0, mean, std)
 
 
+@numba.njit(inline="always", **_JIT)
+def times_matrix(W, a_in, a_out, scale):
+    """a_out[q] = scale · a_in[q] W for every row q: a_in ``(Q, n_out)``, W ``(n_out, n_in)``
+    (float64 or float32, read as float64), a_out ``(Q, n_in)`` float64. A fixed order (rows
+    i of W in turn, a_out[q] += (a_in[q, i]·scale)·W[i] over the unit-stride j), the same
+    wherever it is called from."""
+    n_out, n_in = W.shape
+    for q in range(a_in.shape[0]):
+        a_out[q, :] = 0.0
+        for i in range(n_out):
+            ai = a_in[q, i] * scale
+            for j in range(n_in):
+                a_out[q, j] += ai * np.float64(W[i, j])
+
+
+@numba.njit(**_JIT)
+def _fill53_times(out, k0, k1, c1, net0, v0, mean, std, n_out, a_in, a_out, scale):
+    # As _fill53 with whole rows (v0 = 0), each row then read as its (n_out, n_in) matrix W
+    # while it is in cache: a_out[r] = scale · a_in[r] W (times_matrix).
+    words = np.empty((2, _TILE), dtype=np.int64)
+    n_in = out.shape[1] // n_out
+    for r in range(out.shape[0]):
+        net = net0 + np.uint64(r)
+        _row53(out[r], words, k0, k1, c1, net & _MASK32, net >> _SH32, v0, mean, std)
+        times_matrix(out[r].reshape((n_out, n_in)), a_in[r], a_out[r], scale)
+
+
 # -- Python API -----------------------------------------------------------------------------
 def _word(name: str, value, limit: int = _U32) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 0 <= value < limit:
@@ -443,18 +471,27 @@ def _pieces(R: int, n: int, threads: int) -> list[tuple[int, int, int, int]]:
     return [(r, r + 1, a, min(a + seg, n)) for r in range(R) for a in range(0, n, seg)]
 
 
-def _run(out2, law, k0, k1, c1, net0, v0, mean, std, threads) -> None:
-    """Fill the rows of ``out2`` (R, n), split over ``threads`` (rows, or values of a row)."""
-    kernel = _fill53 if law == np.float64 else _fill32
+def _run(out2, law, k0, k1, c1, net0, v0, mean, std, threads, times=None) -> None:
+    """Fill the rows of ``out2`` (R, n), split over ``threads`` (rows, or values of a row).
+    ``times`` = (n_out, a_in, a_out, scale): also a_out[r] = scale · a_in[r] W_r for each row
+    read as a matrix W_r (n_out, n / n_out) (:func:`_fill53_times`; pieces of whole rows)."""
     R, n = out2.shape
+    extra = ()
+    if times is None:
+        kernel = _fill53 if law == np.float64 else _fill32
+    else:
+        kernel = _fill53_times
+        extra = (np.int64(times[0]), times[1], times[2], float(times[3]))
     args = (k0, k1, np.uint64(c1))
     mean, std = float(mean), float(std)
     if threads is None:
         threads = default_threads() if out2.size >= _PARALLEL_VALUES else 1
     threads = max(1, min(int(threads), out2.size))
     pieces = _pieces(R, n, threads) if threads > 1 else []
+    if times is not None and any(b - a < n for _, _, a, b in pieces):
+        pieces = [(r, r + 1, 0, n) for r in range(R)]  # whole rows: one matrix per piece
     if len(pieces) < 2:
-        kernel(out2, *args, np.uint64(net0), np.int64(v0), mean, std)
+        kernel(out2, *args, np.uint64(net0), np.int64(v0), mean, std, *extra)
         return
     # Any split gives the same bits (each value depends only on its coordinates), so the
     # pieces are handed out on demand, to the calling thread and threads − 1 pool workers:
@@ -471,7 +508,10 @@ def _run(out2, law, k0, k1, c1, net0, v0, mean, std, threads) -> None:
             if piece is None:
                 return
             r0, r1, a, b = piece
-            kernel(out2[r0:r1, a:b], *args, np.uint64(net0 + r0), np.int64(v0 + a), mean, std)
+            rows = (*extra[:1], *(x[r0:r1] for x in extra[1:3]), *extra[3:])
+            kernel(
+                out2[r0:r1, a:b], *args, np.uint64(net0 + r0), np.int64(v0 + a), mean, std, *rows
+            )
 
     pool = executor(threads)
     helpers = [pool.submit(work) for _ in range(threads - 1)]
@@ -556,6 +596,7 @@ def network_normal(
     std: float = 1.0,
     *,
     threads: int | None = None,
+    times: tuple[np.ndarray, np.ndarray, float] | None = None,
 ) -> np.ndarray:
     """Fill a stack of tensors, one per network, with mean + std·N(0, 1) (float64 law).
 
@@ -577,6 +618,13 @@ def network_normal(
     mean, std : float
     threads : int or None
         As in :func:`philox_normal`; the bits do not depend on it.
+    times : (a_in, a_out, scale) or None
+        For a stack of matrices ``out`` ``(M, n_out, n_in)``: also a_out[m] = scale · a_in[m]
+        W_m, with a_in ``(M, Q, n_out)`` and a_out ``(M, Q, n_in)`` float64, each product
+        computed right after W_m is drawn, while it is in cache (no second pass over the
+        weights: the control variate's backward products of
+        :mod:`deltastats.stats.controls`). The same bits as :func:`times_matrix` on the
+        drawn stack.
 
     Returns
     -------
@@ -595,5 +643,21 @@ def network_normal(
     flat = out.reshape(M, -1)
     _check_capacity(np.dtype(np.float64), 0, flat.shape[1])
     k0, k1 = _key_words(key)
-    _run(flat, np.dtype(np.float64), k0, k1, tensor, start, 0, mean, std, threads)
+    if times is not None:
+        a_in, a_out, scale = times
+        _, n_out, n_in = out.shape if out.ndim == 3 else (None, None, None)
+        if (
+            out.ndim != 3
+            or a_in.shape[::2] != (M, n_out)
+            or a_out.shape != (M, a_in.shape[1], n_in)
+            or a_in.dtype != np.float64
+            or a_out.dtype != np.float64
+            or not a_out.flags.c_contiguous
+        ):
+            raise ValueError(
+                "times needs out (M, n_out, n_in), a_in (M, Q, n_out) and a C-contiguous "
+                "a_out (M, Q, n_in), both float64"
+            )
+        times = (n_out, a_in, a_out, scale)
+    _run(flat, np.dtype(np.float64), k0, k1, tensor, start, 0, mean, std, threads, times)
     return out

@@ -609,7 +609,11 @@ class BackpropAccumulator(SummarySource):
 
         def chain() -> np.ndarray:
             with np.errstate(all="ignore"):
-                return controls.control(self.net, params.weights, self._growth)
+                # The backward products drawn with the weights, when they were drawn for this
+                # control (Design.draw): then the weights are not read a second time.
+                fused = params.backward_scales == controls.backward_scales(self._growth)
+                rows = params.backward_rows if fused else None
+                return controls.control(self.net, params.weights, self._growth, rows)
 
         # The layers (and the control variate's weight products) write disjoint columns of
         # the stack with compiled kernels that release the GIL: on two free cores they run

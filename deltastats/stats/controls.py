@@ -39,6 +39,7 @@ import numpy as np
 
 from .._jit import JIT as _JIT
 from ..model.networks import MLP
+from ..model.philox import times_matrix
 
 #: Columns of the ``cv`` feature array: y (the shifted ``dsq`` mean), c (CV), y·c and c².
 CV_Y, CV_C, CV_YC, CV_CC = 0, 1, 2, 3
@@ -73,49 +74,60 @@ def chain_growth(net: MLP) -> np.ndarray | None:
     return g
 
 
+def backward_scales(growth: np.ndarray) -> tuple[float, ...]:
+    """The scales 1/√g_k of :func:`chain_growth`, one per weight layer: what
+    ``MLP.sample(..., backward_scales=…)`` needs to compute this control's backward products
+    while it draws the weights (``Params.backward_rows``)."""
+    return tuple(float(v) for v in 1.0 / np.sqrt(growth))
+
+
 @numba.njit(**_JIT)
-def _chain_norms(weights, inv_sqrt_g, out):
-    # out[m, k] = ‖A_k‖²_F / E‖A_k‖²_F for k = 0 … L−1: every row e_r of A_L = I is carried
-    # down by a ← W⁽ᵏ⁾ᵀa/√g_k, so ‖a‖² stays O(1) at any depth; fixed summation order.
+def _backward_rows(weights, scales, rows):
+    # rows[k][m] = scales[k] · rows[k + 1][m] W⁽ᵏ⁺¹⁾[m] for k = L−1 … 0, rows[L] the identity:
+    # every row e_r of A_L = I carried down by a ← a W⁽ᵏ⁾/√g_k, so ‖a‖² stays O(1) at any
+    # depth (the same products, in the same order, as the draw's fused ones).
     L = len(weights)
-    M, n_out = weights[L - 1].shape[0], weights[L - 1].shape[1]
-    width = 0
-    for k in range(L):
-        width = max(width, weights[k].shape[2])
-    a = np.empty(max(width, n_out))
-    b = np.empty(max(width, n_out))
-    for m in range(M):
-        out[m, :] = 0.0
-        for r in range(n_out):
-            a[:n_out] = 0.0
-            a[r] = 1.0
-            for k in range(L - 1, -1, -1):
-                W = weights[k]
-                n_o, n_i = W.shape[1], W.shape[2]
-                b[:n_i] = 0.0
-                for i in range(n_o):
-                    ai = a[i] * inv_sqrt_g[k]
-                    for j in range(n_i):
-                        b[j] += ai * np.float64(W[m, i, j])
+    for m in range(weights[0].shape[0]):
+        for k in range(L - 1, -1, -1):
+            times_matrix(weights[k][m], rows[k + 1][m], rows[k][m], scales[k])
+
+
+@numba.njit(**_JIT)
+def _norms(rows, n_out, out):
+    # out[m, k] = Σ_r ‖rows[k][m, r]‖² / n_out = ‖A_k‖²_F / E‖A_k‖²_F; fixed summation order.
+    for k in range(len(rows)):
+        R = rows[k]
+        for m in range(R.shape[0]):
+            total = 0.0
+            for r in range(R.shape[1]):
                 s = 0.0
-                for j in range(n_i):
-                    s += b[j] * b[j]
-                    a[j] = b[j]
-                out[m, k] += s / n_out
+                for j in range(R.shape[2]):
+                    s += R[m, r, j] * R[m, r, j]
+                total += s / n_out
+            out[m, k] = total
 
 
-def control(net: MLP, weights, growth: np.ndarray) -> np.ndarray:
+def control(net: MLP, weights, growth: np.ndarray, rows=None) -> np.ndarray:
     """c_m of (CV) for every layer: ``(M, L)``, column l − 1 for layer l.
 
     ``weights`` are the ``(M, n_l, n_{l−1})`` W⁽ˡ⁾ of M networks, ``growth`` is
-    :func:`chain_growth`. Costs n_L vector–matrix products per layer and network (small next
-    to the engine's B for a narrow readout)."""
+    :func:`chain_growth`. ``rows``: the backward products ``Params.backward_rows`` drawn with
+    the weights at :func:`backward_scales` (then the weights are not read again); otherwise
+    they are computed here, n_L vector–matrix products per layer and network (small next to
+    the engine's B for a narrow readout, but a second pass over all the weights). Either way
+    the same bits."""
     ws = tuple(np.ascontiguousarray(w) for w in weights)
     if len({w.dtype for w in ws}) != 1:
         ws = tuple(w.astype(np.float64) for w in ws)
-    M, L = ws[0].shape[0], len(ws)
+    M, L, n_out = ws[0].shape[0], len(ws), ws[-1].shape[1]
+    if rows is None:
+        top = np.zeros((M, n_out, n_out))
+        top[:, np.arange(n_out), np.arange(n_out)] = 1.0
+        rows = tuple(np.empty((M, n_out, w.shape[2])) for w in ws) + (top,)
+        _backward_rows(ws, np.asarray(backward_scales(growth)), rows)
+        rows = rows[:-1]
     norms = np.empty((M, L))
-    _chain_norms(ws, 1.0 / np.sqrt(growth), norms)
+    _norms(tuple(rows), float(n_out), norms)
     # norms[:, k] is ‖A_k‖²/E for A_k = W⁽ᴸ⁾⋯W⁽ᵏ⁺¹⁾ (k = 0 … L−1); A_L = I is exact (term 0).
     rel = np.concatenate([norms[:, 1:], np.ones((M, 1))], axis=1) - 1.0  # layer l ← A_l
     return rel + (norms[:, :1] - 1.0)

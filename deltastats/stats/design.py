@@ -267,6 +267,11 @@ class Design:
         params, x, y = self.draw(start, M)
         return params, x, self.backprop(params, x, y)
 
+    @property
+    def _control_variate(self) -> bool:
+        """Whether this design's accumulators report ``delta_sq_cv`` (:func:`controls.enabled`)."""
+        return controls.enabled(self.net, self.batch)
+
     def draw(
         self, start: int, M: int, out: Params | None = None
     ) -> tuple[Params, np.ndarray, np.ndarray]:
@@ -274,7 +279,13 @@ class Design:
         a pure function of (seed, network index), so it may run ahead of the engine in another
         thread. ``out``: the Params of an earlier chunk to overwrite (:meth:`MLP.sample`)."""
         n0, nL = self.net.widths[0], self.net.widths[-1]
-        params = self.net.sample(M, self.seed, start=start, dtype=self.dtype, out=out)
+        # With the control variate, its backward weight products are computed as the weights
+        # are drawn (each matrix while it is in cache), not in a second pass over them.
+        growth = controls.chain_growth(self.net) if self._control_variate else None
+        scales = None if growth is None else controls.backward_scales(growth)
+        params = self.net.sample(
+            M, self.seed, start=start, dtype=self.dtype, out=out, backward_scales=scales
+        )
         x = self.inputs.sample(
             n0, self.batch, self.seed, n_networks=M, start=start, dtype=self.dtype
         )
@@ -314,5 +325,5 @@ class Design:
             keep_networks=self.keep_networks,
             stein_q0=self.stein_q0,
             # delta_sq_cv where its control has an exactly known mean and is cheap
-            control_variate=controls.enabled(self.net, self.batch),
+            control_variate=self._control_variate,
         )
