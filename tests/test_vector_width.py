@@ -65,24 +65,24 @@ def test_setting_is_recorded_and_the_users_choice_wins(monkeypatch):
 
 @pytest.mark.slow
 def test_same_bits_at_either_vector_width(tmp_path):
+    # One fresh interpreter keeps LLVM's choice; this process has the deltastats setting (wide
+    # vectors where the CPU has AVX-512) and its kernels are compiled already.
     script = tmp_path / "widths.py"
     script.write_text(SCRIPT)
     env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CPU")}
-    runs = {}
-    for name, width in (("wide", ""), ("native", "native")):
-        out = tmp_path / f"{name}.npz"
-        subprocess.run(
-            [sys.executable, str(script), str(out)],
-            env=env | {"DELTASTATS_VECTOR_WIDTH": width},
-            check=True,
-            timeout=600,
-        )
-        runs[name] = dict(np.load(out))
-    assert not bool(runs["native"]["set"])
-    for key in ("normal64", "normal32", "delta", "estimate", "se"):
-        np.testing.assert_array_equal(runs["wide"][key], runs["native"][key], err_msg=key)
-    # And this process (wide where the CPU has AVX-512) agrees with both.
-    here = {k: v for k, v in runs["wide"].items() if k != "set"}
-    assert here["normal64"].shape == (4099,)
-    np.testing.assert_array_equal(philox_normal(12345, (1, 2, 3), 4099), here["normal64"])
+    out = tmp_path / "native.npz"
+    subprocess.run(
+        [sys.executable, str(script), str(out)],
+        env=env | {"DELTASTATS_VECTOR_WIDTH": "native"},
+        check=True,
+        timeout=600,
+    )
+    native = dict(np.load(out))
+    assert not bool(native["set"])
+    scope: dict = {"__name__": "widths"}
+    exec(compile(SCRIPT, str(script), "exec"), scope)
+    here = scope["values"]()
+    assert here["normal64"].shape == (4099,) and here["estimate"].size > 10
+    for key, value in here.items():
+        np.testing.assert_array_equal(value, native[key], err_msg=key)
     assert ds.__version__
