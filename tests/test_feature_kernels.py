@@ -177,3 +177,26 @@ def test_block_moments_equal_the_two_pass_definitions():
         block_moments(f, rows, groups + 1, 5)
     with pytest.raises(ValueError, match="rows must index"):
         block_moments(f, rows + 1, groups, 5)
+
+
+@pytest.mark.parametrize("B", [1, 3, 4, 5, 7, 8, 11])
+def test_unit_sums_add_the_inputs_one_at_a_time_in_order(B):
+    # The kernel sweeps four inputs at once; each sum must still add the inputs' terms one by
+    # one in input order, (((S + y₀) + y₁) + …), bit for bit, whatever B mod 4 is.
+    rng = np.random.default_rng(5)
+    d, z = rng.standard_normal((3, B, 9)), rng.standard_normal((3, B, 9))
+    cd, cz, ell = rng.standard_normal(9), rng.standard_normal(9), rng.standard_normal((3, B))
+    got = layer_features(d, z, cd, cz, ell, 0.3, 0.7)
+    for name, x, c in (("delta/unit", d, cd), ("z/unit", z, cz)):
+        y = x - c
+        sums = [np.zeros((3, 9)) for _ in range(4)]
+        for b in range(B):
+            yb = y[:, b]
+            q = yb * yb
+            sums = [sums[0] + yb, sums[1] + q, sums[2] + q * yb, sums[3] + q * q]
+        for k in range(4):
+            np.testing.assert_array_equal(got[name][..., F.P1 + k], sums[k] / B)
+    cross = np.zeros((3, 9))
+    for b in range(B):
+        cross = cross + ell[:, b : b + 1] * (z[:, b] - cz)
+    np.testing.assert_array_equal(got["stein/unit"][..., F.ST_LOSS_Z], cross / B)

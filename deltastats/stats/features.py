@@ -145,6 +145,40 @@ def _add_cross(acc, row, x, shifts, inv, e):
 
 
 @numba.njit(inline="always", **_JIT)
+def _add_powers4(acc, row, x0, x1, x2, x3, shifts, shift, inv):
+    """:func:`_add_powers` of four rows x0 … x3 in one sweep: each sum adds the four rows'
+    terms one at a time in row order, (((acc + y₀) + y₁) + y₂) + y₃ — exactly four calls of
+    :func:`_add_powers` (the same bits), with the sums loaded and stored once per four rows
+    instead of once per row."""
+    for j in range(x0.size):
+        c = shifts[j]
+        y0 = ((np.float64(x0[j]) - c) - shift) * inv
+        y1 = ((np.float64(x1[j]) - c) - shift) * inv
+        y2 = ((np.float64(x2[j]) - c) - shift) * inv
+        y3 = ((np.float64(x3[j]) - c) - shift) * inv
+        q0, q1, q2, q3 = y0 * y0, y1 * y1, y2 * y2, y3 * y3
+        acc[row, j] = (((acc[row, j] + y0) + y1) + y2) + y3
+        acc[row + 1, j] = (((acc[row + 1, j] + q0) + q1) + q2) + q3
+        acc[row + 2, j] = (((acc[row + 2, j] + q0 * y0) + q1 * y1) + q2 * y2) + q3 * y3
+        acc[row + 3, j] = (((acc[row + 3, j] + q0 * q0) + q1 * q1) + q2 * q2) + q3 * q3
+
+
+@numba.njit(inline="always", **_JIT)
+def _add_cross4(acc, row, x0, x1, x2, x3, shifts, inv, e0, e1, e2, e3):
+    """:func:`_add_cross` of four rows with their factors e0 … e3, in row order (the same
+    bits as four calls)."""
+    for j in range(x0.size):
+        c = shifts[j]
+        acc[row, j] = (
+            (
+                (acc[row, j] + e0 * ((np.float64(x0[j]) - c) * inv))
+                + e1 * ((np.float64(x1[j]) - c) * inv)
+            )
+            + e2 * ((np.float64(x2[j]) - c) * inv)
+        ) + e3 * ((np.float64(x3[j]) - c) * inv)
+
+
+@numba.njit(inline="always", **_JIT)
 def _write_powers(out, sums, B):
     """out = (p₁, p₂, p₃, p₄, p₁², p₂) from the sums of y¹ … y⁴ over the B inputs."""
     p1, p2 = sums[0] / B, sums[1] / B
@@ -193,14 +227,27 @@ def _layer_features(
     for m in range(M):
         acc[:] = 0.0
         ell_sum = r_d = r_z = ez = t1 = t2 = s1 = s2 = 0.0
-        for b in range(B):
-            e = ell[m, b]
+        # The per-unit sums over b, four inputs per sweep (the same bits as one at a time).
+        B4 = B - B % 4
+        for b in range(0, B4, 4):
+            d0, d1, d2, d3 = d[m, b], d[m, b + 1], d[m, b + 2], d[m, b + 3]
+            z0, z1, z2, z3 = z[m, b], z[m, b + 1], z[m, b + 2], z[m, b + 3]
+            e0, e1, e2, e3 = ell[m, b], ell[m, b + 1], ell[m, b + 2], ell[m, b + 3]
+            _add_powers4(acc, 0, d0, d1, d2, d3, cd, 0.0, inv_d)
+            _add_powers4(acc, 4, z0, z1, z2, z3, cz, 0.0, inv_z)
+            _add_cross4(acc, 8, z0, z1, z2, z3, cz, inv_z, e0, e1, e2, e3)
+            _add_powers4(acc, 9, d0, d1, d2, d3, zeros, cd_pool, inv_d)
+            _add_powers4(acc, 13, z0, z1, z2, z3, zeros, cz_pool, inv_z)
+        for b in range(B4, B):
             drow, zrow = d[m, b], z[m, b]
             _add_powers(acc, 0, drow, cd, 0.0, inv_d)
             _add_powers(acc, 4, zrow, cz, 0.0, inv_z)
-            _add_cross(acc, 8, zrow, cz, inv_z, e)
+            _add_cross(acc, 8, zrow, cz, inv_z, ell[m, b])
             _add_powers(acc, 9, drow, zeros, cd_pool, inv_d)
             _add_powers(acc, 13, zrow, zeros, cz_pool, inv_z)
+        for b in range(B):
+            e = ell[m, b]
+            drow, zrow = d[m, b], z[m, b]
             # Row sums: shift first, then sum (no cancellation in the row means).
             row_d = _lane_sums(drow, cd_pool, inv_d)[0]
             row_z = _lane_sums(zrow, cz_pool, inv_z)[0]
