@@ -141,8 +141,8 @@ def _combine(a: _Stats, b: _Stats, layout: FeatureLayout, consume: bool = False)
     mean = np.empty_like(a.mean)
     com = a.comoment if consume else np.empty_like(a.comoment)
     combine_moments(
-        a.count, b.count, a.mean, b.mean, a.comoment, b.comoment, layout.pair_i, layout.pair_j,
-        mean, com,
+        a.count, b.count, a.mean, b.mean, a.comoment, b.comoment, layout.offsets,
+        layout.shape_array, layout.com_offsets, mean, com, np.empty_like(mean),
     )  # fmt: skip
     return _Stats(a.count + b.count, mean, com, gc, gsum)
 
