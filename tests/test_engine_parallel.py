@@ -313,3 +313,13 @@ def test_side_by_side_shares_calls_and_leaves_the_blas_setting_alone():
             side_by_side([lambda: slow(0), lambda: slow(1), boom] + [lambda: slow(9)] * 30)
         assert len(ran) <= 5  # the two first, and at most what the other thread had begun
         assert [lib.num_threads for lib in libs] == before
+
+
+def test_tasks_are_sized_in_bytes():
+    """≈ 512 KiB per layer array: the same networks per task as 65,536 float64 elements, twice
+    as many in float32, and at least 4 tasks when there are enough networks."""
+    for width, f64, f32 in ((32, 32, 64), (128, 8, 16), (512, 2, 4)):
+        widths = (width,) * 11
+        assert passes._plan(256, 64, widths, 2, None, 8)[0] == f64
+        assert passes._plan(256, 64, widths, 2, None, 4)[0] == f32
+    assert passes._plan(64, 64, (32,) * 11, 2, None, 4)[0] == 16  # 4 tasks of 16, not 1 of 64
