@@ -40,16 +40,15 @@ class FeatureLayout:
     ``offsets[a]`` is the first column of array a in a stacked row (``offsets[-1]`` = F),
     entry (s, i) of the array at column ``offsets[a] + i·S + s``; ``com_offsets[a]`` the first
     entry of its co-moments in the flat co-moment vector (``com_offsets[-1]`` = C = Σ S·k²),
-    entry (s, i, j) at ``com_offsets[a] + (i·k + j)·S + s``. ``pair_i``, ``pair_j`` ``(C,)``:
-    the two feature columns whose deviations each co-moment entry multiplies.
+    entry (s, i, j) at ``com_offsets[a] + (i·k + j)·S + s``. ``shape_array`` ``(A, 2)`` int64:
+    the ``(S, k)`` of every array, the compiled kernels' form of ``shapes``.
     """
 
     names: tuple
     shapes: tuple
     offsets: np.ndarray = field(repr=False)
     com_offsets: np.ndarray = field(repr=False)
-    pair_i: np.ndarray = field(repr=False)
-    pair_j: np.ndarray = field(repr=False)
+    shape_array: np.ndarray = field(repr=False)
 
     @classmethod
     def of(cls, shapes: Mapping) -> FeatureLayout:
@@ -60,17 +59,8 @@ class FeatureLayout:
         com = np.array([S * k * k for S, k in dims], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(size)]).astype(np.int64)
         com_offsets = np.concatenate([[0], np.cumsum(com)]).astype(np.int64)
-        pi, pj = [], []
-        for (S, k), off in zip(dims, offsets):
-            # Co-moment (i, j, s) pairs columns off + i·S + s and off + j·S + s.
-            s_ = np.arange(S)[None, None, :]
-            pi.append(np.broadcast_to(off + np.arange(k)[:, None, None] * S + s_, (k, k, S)))
-            pj.append(np.broadcast_to(off + np.arange(k)[None, :, None] * S + s_, (k, k, S)))
-
-        def flat(pairs: list) -> np.ndarray:
-            return np.concatenate([[]] + [q.ravel() for q in pairs]).astype(np.int64)
-
-        return cls(names, dims, offsets, com_offsets, flat(pi), flat(pj))
+        shape_array = np.array(dims, dtype=np.int64).reshape(-1, 2)
+        return cls(names, dims, offsets, com_offsets, shape_array)
 
     @property
     def width(self) -> int:
@@ -81,15 +71,6 @@ class FeatureLayout:
     def n_comoments(self) -> int:
         """C, the entries of the flat co-moment vector."""
         return int(self.com_offsets[-1])
-
-    @property
-    def shape_array(self) -> np.ndarray:
-        """The ``(S, k)`` of every array as an ``(A, 2)`` int64 array (the compiled kernels'
-        form of :attr:`shapes`)."""
-        if not hasattr(self, "_shape_array"):
-            shapes = np.array(self.shapes, dtype=np.int64).reshape(-1, 2)
-            object.__setattr__(self, "_shape_array", shapes)
-        return self._shape_array
 
     def same(self, other: FeatureLayout | None) -> bool:
         """Whether ``other`` has the same arrays, shapes and order."""
