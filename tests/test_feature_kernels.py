@@ -145,12 +145,14 @@ def test_weight_features(dtype):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("shared", [False, True])
-def test_gram_weight_features_equal_those_of_the_gradient(dtype, shared):
-    # B = 11 and widths that are not multiples of the kernels' lane counts (tails).
+@pytest.mark.parametrize("B", [11, F.SYRK_MIN_ROWS, 53])
+def test_gram_weight_features_equal_those_of_the_gradient(dtype, shared, B):
+    # B = 11 (general product) and from SYRK_MIN_ROWS on (dsyrk), widths that are not
+    # multiples of the kernels' lane counts (tails).
     rng = np.random.default_rng(3)
-    d = rng.standard_normal((6, 11, 13)).astype(dtype)
-    h = rng.standard_normal((11, 19) if shared else (6, 11, 19)).astype(dtype) + 0.2
-    g = np.matmul(d.swapaxes(-1, -2).astype(np.float64), h.astype(np.float64)) / 11
+    d = rng.standard_normal((6, B, 13)).astype(dtype)
+    h = rng.standard_normal((B, 19) if shared else (6, B, 19)).astype(dtype) + 0.2
+    g = np.matmul(d.swapaxes(-1, -2).astype(np.float64), h.astype(np.float64)) / B
     c = float(g[0].mean())
     got = gram_weight_features(d, h, c, 0.5)
     np.testing.assert_allclose(got, weight_features(g, c, 0.5), rtol=1e-12, atol=1e-14)
