@@ -582,9 +582,9 @@ def _gram_weight_features(d, h, c, inv, out, syrk, flags):
     N = d.shape[2] * h.shape[2]
     xd, xh = np.empty((B, d.shape[2])), np.empty((B, h.shape[2]))
     sd, sh = np.empty(B), np.empty(B)
-    gh = np.empty((B, B))
     ints, coef = np.empty(4, dtype=np.int32), np.empty(2)
     gd_out, gh_out = np.empty((B, B)), np.empty((B, B))
+    gh = gh_out  # set for network 0 below (and per network when h is)
     for m in range(M):
         gd = _gram(syrk, flags, d[m], xd, sd, gd_out, ints, coef)
         if m == 0 or h.shape[0] == M:
